@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: convert with fused attention, verify against PyTorch, then write."""

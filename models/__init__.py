@@ -1,0 +1,1 @@
+"""The ViT, its checkpoint loaders and the shipped default model (digits-vit/)."""

@@ -1,0 +1,1 @@
+"""What serving needs without torch: artifact metadata, image decoding, the ONNX session, top-k."""

@@ -1,0 +1,121 @@
+"""What a vitserve ONNX artifact carries besides its graph: labels, preprocessing, provenance.
+
+The exporter writes these fields into the model's `metadata_props`; the service reads them back, so
+the two sides share this one schema and nothing (labels, mean/std, input size) is hard-coded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Names of the graph's input and output; the exporter creates them, the runtime feeds them.
+INPUT_NAME = "pixels"  # uint8 (N, H, W, 3), RGB, already resized to the model's input size
+OUTPUT_NAME = "logits"  # float32 (N, num_classes)
+
+METADATA_KEY = "vitserve"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ArtifactError(ValueError):
+    """The file is not a vitserve artifact, or its metadata is malformed."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How request pixels become the model's input; applied outside (resize) and inside (normalise)."""
+
+    image_size: int
+    # Resize the shorter side to image_size / crop_pct, then centre-crop image_size (timm convention).
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"  # one of Pillow's: nearest, bilinear, bicubic, lanczos
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0:
+            raise ArtifactError(f"image_size must be positive, got {self.image_size}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ArtifactError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in ("nearest", "bilinear", "bicubic", "lanczos"):
+            raise ArtifactError(f"unknown interpolation {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ArtifactError(f"mean/std must be 3 values with std > 0, got {self.mean}/{self.std}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            image_size=int(data["image_size"]),
+            crop_pct=float(data.get("crop_pct", 1.0)),
+            interpolation=str(data.get("interpolation", "bilinear")),
+            mean=tuple(float(v) for v in data.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in data.get("std", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactMetadata:
+    model_name: str
+    model_version: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    precision: str
+    fused_attention: int
+    depth: int
+    source_sha256: str
+    exporter_version: str
+    extra: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ArtifactError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.labels:
+            raise ArtifactError("an artifact needs at least one label")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArtifactMetadata:
+        try:
+            data = json.loads(text)
+            if data.get("format_version") != FORMAT_VERSION:
+                raise ArtifactError(f"unsupported artifact format_version {data.get('format_version')!r}")
+            return cls(
+                model_name=str(data["model_name"]),
+                model_version=str(data["model_version"]),
+                labels=tuple(str(label) for label in data["labels"]),
+                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                precision=str(data["precision"]),
+                fused_attention=int(data["fused_attention"]),
+                depth=int(data["depth"]),
+                source_sha256=str(data["source_sha256"]),
+                exporter_version=str(data["exporter_version"]),
+                extra={str(k): str(v) for k, v in data.get("extra", {}).items()},
+            )
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"malformed vitserve metadata: {exc}") from exc
+
+
+def read_metadata(path: str | Path) -> ArtifactMetadata:
+    """Read the metadata of an ONNX artifact without loading its weights into memory."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return metadata_from_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+def metadata_from_props(props: dict[str, str], path: str | Path = "<model>") -> ArtifactMetadata:
+    if METADATA_KEY not in props:
+        raise ArtifactError(f"{path} has no '{METADATA_KEY}' metadata; export it with `vitserve export`")
+    return ArtifactMetadata.from_json(props[METADATA_KEY])

@@ -1,0 +1,5 @@
+"""`python -m vitserve` is the `vitserve` command."""
+
+from vitserve.cli import main
+
+raise SystemExit(main())
