@@ -1,0 +1,106 @@
+"""The ONNX Runtime session behind the service: artifact choice, provider choice, batched inference.
+
+A missing CUDA makes ONNX Runtime fall back to the CPU silently, so the provider a session really got
+is read back from `session.get_providers()` and never assumed from what was asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, ArtifactMetadata, metadata_from_props
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+# File names `vitserve export` writes into a model directory, per precision.
+ARTIFACT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory has no usable artifact for the requested precision/provider."""
+
+
+def cpu_budget() -> int:
+    """CPUs this process may really use: the cgroup quota (containers) or the affinity mask."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity mask is the budget
+    return max(1, cpus)
+
+
+def gpu_present() -> bool:
+    """A cheap check that an NVIDIA device node exists, before asking ORT for CUDA at all."""
+    return CUDA in ort.get_available_providers() and Path("/dev/nvidiactl").exists()
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    precision: str = "auto"  # auto | fp32 | fp16 | int8
+    device: str = "auto"  # auto | cuda | cpu
+    intra_op_threads: int = 0  # 0: the CPU budget
+    inter_op_threads: int = 1
+
+
+def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
+    """auto: FP16 on a GPU, else INT8 (then FP32) on the CPU; an explicit precision must exist."""
+    if precision == "auto":
+        order = ["fp16", "fp32"] if use_cuda else ["int8", "fp32"]
+    else:
+        if precision not in ARTIFACT_FILES:
+            raise ModelLoadError(f"unknown precision {precision!r}; choose from auto, {', '.join(ARTIFACT_FILES)}")
+        order = [precision]
+    for candidate in order:
+        path = model_dir / ARTIFACT_FILES[candidate]
+        if path.is_file():
+            return path
+    wanted = ", ".join(ARTIFACT_FILES[p] for p in order)
+    raise ModelLoadError(f"no artifact in {model_dir} for precision {precision!r} (looked for {wanted})")
+
+
+class OnnxClassifier:
+    """One ORT session over a vitserve artifact; `predict_batch` takes uint8 (N, H, W, 3) pixels."""
+
+    def __init__(self, model_dir: Path, options: SessionOptions) -> None:
+        want_cuda = options.device == "cuda" or (options.device == "auto" and gpu_present())
+        self.path = choose_artifact(model_dir, options.precision, want_cuda)
+        threads = options.intra_op_threads or cpu_budget()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = options.inter_op_threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = [CUDA, CPU] if want_cuda else [CPU]
+        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
+        if options.device == "cuda" and self.providers[0] != CUDA:
+            raise ModelLoadError(f"CUDA was required but the session runs on {self.providers}")
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: ArtifactMetadata = metadata_from_props(props, self.path)
+        self.intra_op_threads = threads
+        size = self.metadata.preprocessing.image_size
+        self.input_shape = (size, size, 3)
+        log.info("loaded %s (%s) on %s, %d threads", self.path, self.metadata.precision, self.providers, threads)
+
+    def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.input_shape:
+            raise ValueError(f"expected uint8 (N, {self.input_shape}), got {pixels.dtype} {pixels.shape}")
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+        return np.asarray(logits, dtype=np.float32)
+
+    def warm_up(self, batch_sizes: list[int]) -> None:
+        """Run each batch size once, so first requests do not pay for allocations and kernel choice."""
+        for n in batch_sizes:
+            self.predict_batch(np.zeros((n, *self.input_shape), dtype=np.uint8))

@@ -1,0 +1,143 @@
+"""The public BentoML service: wires settings, decoding, admission and the inference worker.
+
+`bentoml serve vitserve.service.app:VitServe` (or `vitserve serve`) starts it. The HTTP routes live in
+service/api.py; the batched ONNX session in service/inference.py, a separate BentoML service that this
+one depends on, so that images from concurrent requests (and API workers) meet in one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import bentoml
+import numpy as np
+
+from vitserve.runtime.artifact import ArtifactMetadata, read_metadata
+from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
+from vitserve.runtime.predictions import Prediction, top_k_predictions
+from vitserve.runtime.session import ARTIFACT_FILES
+from vitserve.service.admission import Admission
+from vitserve.service.api import app as http_app
+from vitserve.service.errors import ApiError, from_decode_error
+from vitserve.service.inference import SETTINGS, Inference, record_dtype
+from vitserve.service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome for one image of a request: a prediction or the error that image got."""
+
+    prediction: Prediction | None = None
+    error: ApiError | None = None
+
+
+def artifact_metadata(model_dir: Path) -> ArtifactMetadata:
+    """Labels and preprocessing are the same in every variant: read them from whichever exists."""
+    for name in ARTIFACT_FILES.values():
+        if (model_dir / name).is_file():
+            return read_metadata(model_dir / name)
+    raise FileNotFoundError(f"no vitserve artifact in {model_dir}; run `vitserve export` first")
+
+
+@bentoml.service(
+    name="vitserve",
+    workers=SETTINGS.api_workers,
+    traffic={"timeout": SETTINGS.request_timeout_s},
+)
+@bentoml.asgi_app(http_app, path="/")
+class VitServe:
+    inference = bentoml.depends(Inference)
+
+    def __init__(self) -> None:
+        self.settings = SETTINGS
+        self.metadata = artifact_metadata(SETTINGS.model_dir)
+        self.metrics = ServiceMetrics.create()
+        self.admission = Admission(SETTINGS.max_in_flight, self.metrics.in_flight_images)
+        self.decode_limits = DecodeLimits(max_bytes=SETTINGS.max_body_bytes, max_pixels=SETTINGS.max_pixels)
+        self.decode_limiter = anyio.CapacityLimiter(SETTINGS.decode_threads)
+        self.record_dtype = record_dtype(self.metadata.preprocessing.image_size)
+        self._model_info: dict[str, object] | None = None
+
+    def __is_ready__(self) -> bool:
+        return True  # BentoML's readiness probe also waits for the inference worker's warm-up
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return decode_image(data, self.metadata.preprocessing, self.decode_limits)
+        finally:
+            self.metrics.decode_seconds.observe(time.perf_counter() - started)
+
+    async def _decode_one(self, data: bytes) -> np.ndarray | ApiError:
+        try:
+            return await anyio.to_thread.run_sync(self._decode, data, limiter=self.decode_limiter)
+        except DecodeError as exc:
+            return from_decode_error(exc)
+
+    async def classify_images(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
+        """Decode in parallel threads, then send every good image to the batcher in one call."""
+        decoded = await asyncio.gather(*(self._decode_one(data) for data in images))
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        results: list[ItemResult] = [
+            ItemResult(error=d) if isinstance(d, ApiError) else ItemResult() for d in decoded
+        ]
+        if good:
+            records = np.empty(len(good), dtype=self.record_dtype)
+            for slot, i in enumerate(good):
+                records[slot]["pixels"] = decoded[i]
+            records["sent_at"] = time.time()
+            logits = await self._infer(records)
+            for i, prediction in zip(good, top_k_predictions(logits, self.metadata.labels, top_k), strict=True):
+                results[i] = ItemResult(prediction=prediction)
+                self.metrics.images_classified.labels(label=prediction.label).inc()
+        for result in results:
+            if result.error is not None:
+                self.metrics.requests_rejected.labels(reason=result.error.reason).inc()
+        return results
+
+    async def _infer(self, records: np.ndarray) -> np.ndarray:
+        try:
+            return np.asarray(await self.inference.to_async.infer(records))
+        except bentoml.exceptions.BentoMLException as exc:
+            status = getattr(getattr(exc, "error_code", None), "value", None)
+            if status == 503:
+                raise ApiError(
+                    "deadline_exceeded",
+                    "the inference queue did not reach this request within max_latency_ms; retry later",
+                    retry_after_s=self.settings.retry_after_s,
+                ) from exc
+            raise ApiError(
+                "unavailable", f"the inference worker failed: {exc}", retry_after_s=self.settings.retry_after_s
+            ) from exc
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ApiError(
+                "unavailable", "the inference worker is unreachable; retry later", self.settings.retry_after_s
+            ) from exc
+
+    async def model_info(self) -> dict[str, object]:
+        if self._model_info is None:
+            runtime = await self.inference.to_async.info()
+            meta = self.metadata
+            pre = meta.preprocessing
+            self._model_info = {
+                "name": meta.model_name,
+                "version": meta.model_version,
+                "labels": list(meta.labels),
+                "input_size": [pre.image_size, pre.image_size],
+                "preprocessing": {
+                    "crop_pct": pre.crop_pct,
+                    "interpolation": pre.interpolation,
+                    "mean": list(pre.mean),
+                    "std": list(pre.std),
+                },
+                "fused_attention": meta.fused_attention,
+                **runtime,
+            }
+        return self._model_info

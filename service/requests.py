@@ -1,0 +1,124 @@
+"""HTTP request -> image bytes and options, for both upload forms the API accepts.
+
+A client may send a multipart form (`curl -F image=@digit.png`) or the raw image as the body with an
+image content type (`curl --data-binary @digit.jpg -H 'Content-Type: image/jpeg'`). Both are parsed
+here, by us rather than by BentoML's IO descriptors: those fetch URLs given in a file field (a
+server-side request forgery hole) and cannot take both forms on one route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+
+from vitserve.service.errors import ApiError
+
+RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    images: tuple[bytes, ...]
+    top_k: int
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes max_bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_bytes:
+                raise ApiError("payload_too_large", f"the body is {declared} bytes; the limit is {max_bytes}")
+        except ValueError as exc:
+            raise ApiError("bad_request", f"invalid Content-Length {declared!r}") from exc
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError("payload_too_large", f"the body exceeds the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ApiError("bad_request", "the client disconnected before the body was complete") from exc
+    return b"".join(chunks)
+
+
+def parse_top_k(raw: str | None, default: int, num_classes: int) -> int:
+    if raw is None or raw == "":
+        return min(default, num_classes)
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError("invalid_parameter", f"top_k must be an integer, not {raw!r}") from exc
+    if value < 1:
+        raise ApiError("invalid_parameter", f"top_k must be >= 1, got {value}")
+    return min(value, num_classes)  # capped at the number of classes, as documented
+
+
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
+
+async def _file_bytes(field: str, value: UploadFile | str) -> bytes:
+    if not isinstance(value, UploadFile):
+        # A string where a file belongs is often a URL; this service never fetches on a client's behalf.
+        raise ApiError(
+            "url_not_allowed",
+            f"field '{field}' must be an uploaded file; text and URLs are not accepted (nothing is fetched)",
+        )
+    return await value.read()
+
+
+async def parse_image_request(
+    request: Request,
+    field: str,
+    many: bool,
+    max_bytes: int,
+    max_images: int,
+    default_top_k: int,
+    num_classes: int,
+) -> ImageRequest:
+    """Parse /classify (one image in `field`) or /classify_batch (repeated `field`)."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    body = await read_body(request, max_bytes)
+    top_k_raw = request.query_params.get("top_k")
+    if media_type == "multipart/form-data":
+        parser = MultiPartParser(
+            request.headers, _once(body), max_files=max_images, max_fields=16, max_part_size=1024
+        )
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            raise ApiError("bad_request", f"malformed multipart body: {exc.message}") from exc
+        values = form.getlist(field)
+        if not values:
+            raise ApiError("bad_request", f"the multipart body has no '{field}' field")
+        if not many and len(values) > 1:
+            raise ApiError("bad_request", f"send one '{field}'; use /classify_batch for several images")
+        images = tuple([await _file_bytes(field, v) for v in values])
+        form_top_k = form.get("top_k")
+        if isinstance(form_top_k, str):
+            top_k_raw = form_top_k
+        await form.close()
+    elif not many and media_type.startswith(RAW_CONTENT_TYPES):
+        images = (body,)
+    elif many:
+        raise ApiError(
+            "unsupported_media_type",
+            f"send multipart/form-data with repeated '{field}' file fields, not {media_type or 'no type'}",
+        )
+    else:
+        raise ApiError(
+            "unsupported_media_type",
+            f"send multipart/form-data with an '{field}' file, or the raw image with an image/* "
+            f"Content-Type; got {media_type or 'no Content-Type'}",
+        )
+    if len(images) > max_images:
+        raise ApiError("payload_too_large", f"{len(images)} images in one request; the limit is {max_images}")
+    return ImageRequest(images=images, top_k=parse_top_k(top_k_raw, default_top_k, num_classes))

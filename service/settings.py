@@ -1,0 +1,97 @@
+"""The service's one settings object, read from `VITSERVE_*` environment variables and validated once.
+
+Bad settings fail at start-up with a message naming the variable, never at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import vitserve.models
+from vitserve.runtime.session import ARTIFACT_FILES, cpu_budget
+
+PREFIX = "VITSERVE_"
+DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
+
+
+class SettingsError(ValueError):
+    """A VITSERVE_* variable is malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    precision: str = "auto"  # auto: fp16 on a GPU, int8 (else fp32) on the CPU
+    device: str = "auto"  # auto | cuda | cpu
+    host: str = "127.0.0.1"
+    port: int = 3000
+    # Largest batch the inference worker forms. On the CPU a batch of 32 digits takes a few ms and a
+    # batch of 32 ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
+    max_batch_size: int = 32
+    # BentoML's max_latency_ms is a deadline, not a batching window: requests still queued after it
+    # are cancelled with 503. It must exceed the slowest full batch, else healthy load gets 503s.
+    max_latency_ms: int = 10_000
+    # Images admitted per API worker before new requests are shed with 429 + Retry-After.
+    max_in_flight: int = 128
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_batch_images: int = 64  # images in one /classify_batch request
+    default_top_k: int = 5
+    retry_after_s: int = 1
+    api_workers: int = 1  # processes that parse and decode requests
+    decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
+    intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
+    request_timeout_s: int = 60
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", *ARTIFACT_FILES):
+            raise SettingsError(f"{PREFIX}PRECISION must be auto, fp32, fp16 or int8, not {self.precision!r}")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"{PREFIX}DEVICE must be auto, cuda or cpu, not {self.device!r}")
+        if not self.model_dir.is_dir():
+            raise SettingsError(f"{PREFIX}MODEL_DIR {self.model_dir} is not a directory")
+        for name in (
+            "port",
+            "max_batch_size",
+            "max_latency_ms",
+            "max_in_flight",
+            "max_body_bytes",
+            "max_pixels",
+            "max_batch_images",
+            "default_top_k",
+            "api_workers",
+            "decode_threads",
+            "request_timeout_s",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
+        if self.retry_after_s < 0 or self.intra_op_threads < 0:
+            raise SettingsError(f"{PREFIX}RETRY_AFTER_S and {PREFIX}INTRA_OP_THREADS must be >= 0")
+        if self.port > 65535:
+            raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
+
+    @property
+    def ort_threads(self) -> int:
+        return self.intra_op_threads or cpu_budget()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type in ("int", int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError as exc:
+                    raise SettingsError(f"{PREFIX}{f.name.upper()} must be an integer, not {raw!r}") from exc
+            elif f.type in ("Path", Path):
+                values[f.name] = Path(raw).expanduser()
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
