@@ -7,7 +7,7 @@ step it protects: the byte count before decoding, the pixel count before pixels 
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,22 @@ RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+# What Pillow raises on malformed input: it has no single error type, and a corrupt header, tag or
+# tile surfaces as any of these (TypeError from a TIFF strip offset of the wrong tag type, struct.error
+# and EOFError from short reads, ZeroDivisionError from zero-sized fields). tests/runtime/test_decode.py
+# fuzzes every format to keep this list honest.
+DECODER_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    TypeError,
+    IndexError,
+    KeyError,
+    EOFError,
+    ArithmeticError,
+    struct.error,
+)
 
 
 class DecodeError(ValueError):
@@ -66,30 +82,32 @@ def decode_image(data: bytes, pre: Preprocessing, limits: DecodeLimits) -> np.nd
     try:
         # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: a 12 MP photo bound for 224x224
         # never gets decoded at full size. Keep 2x headroom so the final resize still anti-aliases.
-        if image.format == "JPEG":
+        # Pillow reports a JPEG with a multi-picture (MPO) header, as many phone cameras write, as MPO.
+        if image.format in ("JPEG", "MPO"):
             target = _resize_target(pre)
             image.draft("RGB", (target * 2, target * 2))
         image = ImageOps.exif_transpose(image) or image
         rgb = to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # A GIF frame may extend its canvas past the size the header declared.
+        raise ImageTooLarge(str(exc)) from exc
+    except DECODER_ERRORS as exc:
         raise CorruptImage(f"the image could not be decoded: {exc}") from exc
     return resize_and_crop(rgb, pre)
 
 
 def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
-    with warnings.catch_warnings():
-        # Our own pixel limit applies below; Pillow's warning would only be noise in the logs.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        except UnidentifiedImageError as exc:
-            raise UnsupportedFormat(
-                f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})"
-            ) from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(str(exc)) from exc
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise CorruptImage(f"the image header could not be read: {exc}") from exc
+    # No warnings.catch_warnings() around this: it swaps the process-wide filter list and is not
+    # thread-safe, and decoding runs in a thread pool. Pillow's DecompressionBombWarning only fires for
+    # images far above our own pixel limit, which rejects them just below.
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedFormat(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except DECODER_ERRORS as exc:
+        raise CorruptImage(f"the image header could not be read: {exc}") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         raise CorruptImage(f"the image has no pixels ({width}x{height})")
@@ -110,7 +128,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif mode == "F":
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
-    if image.mode == "P":
+    if image.mode == "P" or (image.mode in ("1", "L", "RGB") and "transparency" in image.info):
+        # Palette transparency, or a PNG tRNS colour key on a greyscale/RGB image.
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
@@ -120,7 +139,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _resize_target(pre: Preprocessing) -> int:
-    return int(round(pre.image_size / pre.crop_pct))
+    return round(pre.image_size / pre.crop_pct)
 
 
 def resize_and_crop(image: Image.Image, pre: Preprocessing) -> np.ndarray:
@@ -128,9 +147,14 @@ def resize_and_crop(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     target = _resize_target(pre)
     width, height = image.size
     scale = target / min(width, height)
-    new_size = (max(target, round(width * scale)), max(target, round(height * scale)))
-    image = image.resize(new_size, RESAMPLING[pre.interpolation])
-    left = (new_size[0] - pre.image_size) // 2
-    top = (new_size[1] - pre.image_size) // 2
-    image = image.crop((left, top, left + pre.image_size, top + pre.image_size))
+    new_width, new_height = max(target, round(width * scale)), max(target, round(height * scale))
+    left = (new_width - pre.image_size) // 2
+    top = (new_height - pre.image_size) // 2
+    # Resize only the source box that becomes the crop: the same pixels as resizing to (new_width,
+    # new_height) and cropping (Pillow's filter still reads the pixels around the box), without
+    # materialising the resized long side, which for an 85-byte 4000x1 PNG at image_size 224 would be
+    # 200 M pixels (14 s, 800 MB).
+    sx, sy = new_width / width, new_height / height
+    box = (left / sx, top / sy, (left + pre.image_size) / sx, (top + pre.image_size) / sy)
+    image = image.resize((pre.image_size, pre.image_size), RESAMPLING[pre.interpolation], box=box)
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

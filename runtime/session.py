@@ -60,7 +60,8 @@ def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
         order = ["fp16", "fp32"] if use_cuda else ["int8", "fp32"]
     else:
         if precision not in ARTIFACT_FILES:
-            raise ModelLoadError(f"unknown precision {precision!r}; choose from auto, {', '.join(ARTIFACT_FILES)}")
+            choices = ", ".join(ARTIFACT_FILES)
+            raise ModelLoadError(f"unknown precision {precision!r}; choose from auto, {choices}")
         order = [precision]
     for candidate in order:
         path = model_dir / ARTIFACT_FILES[candidate]
@@ -82,7 +83,10 @@ class OnnxClassifier:
         so.inter_op_num_threads = options.inter_op_threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [CUDA, CPU] if want_cuda else [CPU]
-        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as exc:  # ORT raises one unrelated class per status (InvalidProtobuf, Fail, ...)
+            raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         self.providers: tuple[str, ...] = tuple(self.session.get_providers())
         if options.device == "cuda" and self.providers[0] != CUDA:
             raise ModelLoadError(f"CUDA was required but the session runs on {self.providers}")
@@ -91,7 +95,9 @@ class OnnxClassifier:
         self.intra_op_threads = threads
         size = self.metadata.preprocessing.image_size
         self.input_shape = (size, size, 3)
-        log.info("loaded %s (%s) on %s, %d threads", self.path, self.metadata.precision, self.providers, threads)
+        log.info(
+            "loaded %s (%s) on %s, %d threads", self.path, self.metadata.precision, self.providers, threads
+        )
 
     def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits."""

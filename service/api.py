@@ -165,6 +165,8 @@ async def classify_batch(request: Request) -> JSONResponse:
     return JSONResponse({"results": items, "model": _model_ref(svc)})
 
 
-@app.get("/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served")
+@app.get(
+    "/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served"
+)
 async def model(_: Request) -> JSONResponse:
     return JSONResponse(await _service().model_info())

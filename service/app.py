@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -28,6 +29,8 @@ from vitserve.service.inference import SETTINGS, Inference, record_dtype
 from vitserve.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
+
+INFER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,9 @@ class VitServe:
                 records[slot]["pixels"] = decoded[i]
             records["sent_at"] = time.time()
             logits = await self._infer(records)
-            for i, prediction in zip(good, top_k_predictions(logits, self.metadata.labels, top_k), strict=True):
+            for i, prediction in zip(
+                good, top_k_predictions(logits, self.metadata.labels, top_k), strict=True
+            ):
                 results[i] = ItemResult(prediction=prediction)
                 self.metrics.images_classified.labels(label=prediction.label).inc()
         for result in results:
@@ -103,23 +108,31 @@ class VitServe:
         return results
 
     async def _infer(self, records: np.ndarray) -> np.ndarray:
-        try:
-            return np.asarray(await self.inference.to_async.infer(records))
-        except bentoml.exceptions.BentoMLException as exc:
-            status = getattr(getattr(exc, "error_code", None), "value", None)
-            if status == 503:
-                raise ApiError(
-                    "deadline_exceeded",
-                    "the inference queue did not reach this request within max_latency_ms; retry later",
-                    retry_after_s=self.settings.retry_after_s,
-                ) from exc
-            raise ApiError(
-                "unavailable", f"the inference worker failed: {exc}", retry_after_s=self.settings.retry_after_s
-            ) from exc
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise ApiError(
-                "unavailable", "the inference worker is unreachable; retry later", self.settings.retry_after_s
-            ) from exc
+        # Inference is pure, so a call that lost its pooled connection (the worker closed an idle
+        # keep-alive connection as we reused it) is safe to send again.
+        for attempt in range(INFER_ATTEMPTS):
+            try:
+                return np.asarray(await self.inference.to_async.infer(records))
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt + 1 < INFER_ATTEMPTS:
+                    log.warning("inference connection dropped, retrying (%d/%d)", attempt + 1, INFER_ATTEMPTS)
+                    continue
+                raise self._unavailable("the inference worker closed the connection") from exc
+            except bentoml.exceptions.BentoMLException as exc:
+                status = getattr(getattr(exc, "error_code", None), "value", None)
+                if status == 503:
+                    raise ApiError(
+                        "deadline_exceeded",
+                        "the inference queue did not reach this request within max_latency_ms; retry later",
+                        retry_after_s=self.settings.retry_after_s,
+                    ) from exc
+                raise self._unavailable(f"the inference worker failed: {exc}") from exc
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                raise self._unavailable("the inference worker is unreachable") from exc
+        raise AssertionError("unreachable")
+
+    def _unavailable(self, why: str) -> ApiError:
+        return ApiError("unavailable", f"{why}; retry later", retry_after_s=self.settings.retry_after_s)
 
     async def model_info(self) -> dict[str, object]:
         if self._model_info is None:

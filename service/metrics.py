@@ -14,7 +14,14 @@ from typing import Any
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-REJECT_REASONS = ("bad_input", "too_large", "overloaded", "unsupported_media_type", "not_ready", "unavailable")
+REJECT_REASONS = (
+    "bad_input",
+    "too_large",
+    "overloaded",
+    "unsupported_media_type",
+    "not_ready",
+    "unavailable",
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class ServiceMetrics:
     def create(cls) -> ServiceMetrics:
         import prometheus_client as prom
 
-        return cls(
+        metrics = cls(
             decode_seconds=prom.Histogram(
                 "vitserve_decode_seconds",
                 "Time to decode, orient and resize one image, in the request path.",
@@ -69,3 +76,7 @@ class ServiceMetrics:
                 multiprocess_mode="liveall",
             ),
         )
+        # Create every reason's series at 0, so rate() and alerts see them before the first rejection.
+        for reason in REJECT_REASONS:
+            metrics.requests_rejected.labels(reason=reason)
+        return metrics

@@ -1,0 +1,82 @@
+"""Concurrent requests really batch, and every metric vitserve declares appears on /metrics and counts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+
+import httpx
+
+from tests.conftest import SAMPLES_DIR
+
+HISTOGRAMS = (
+    "vitserve_decode_seconds",
+    "vitserve_queue_wait_seconds",
+    "vitserve_inference_seconds",
+    "vitserve_batch_size",
+)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format -> {series (name with labels): value}, summed over duplicate series."""
+    series: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        series[name] = series.get(name, 0.0) + float(value)
+    return series
+
+
+def value(metrics: dict[str, float], pattern: str) -> float:
+    regex = re.compile(pattern)
+    return sum(v for k, v in metrics.items() if regex.fullmatch(k))
+
+
+def burst(url: str, n: int, concurrency: int) -> list[int]:
+    data = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
+
+    def send(_: int) -> int:
+        return httpx.post(f"{url}/classify", files={"image": ("d.png", data)}, timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(send, range(n)))
+
+
+def test_concurrent_requests_are_inferred_together(vitserve_server: str) -> None:
+    before = scrape(vitserve_server)
+    assert burst(vitserve_server, 96, 24) == [200] * 96
+    after = scrape(vitserve_server)
+    images = value(after, "vitserve_batch_size_sum") - value(before, "vitserve_batch_size_sum")
+    batches = value(after, "vitserve_batch_size_count") - value(before, "vitserve_batch_size_count")
+    singles = value(after, r'vitserve_batch_size_bucket\{le="1.0"\}') - value(
+        before, r'vitserve_batch_size_bucket\{le="1.0"\}'
+    )
+    assert images == 96
+    assert batches < 96, "every image ran alone: adaptive batching never formed a batch"
+    assert batches - singles >= 1, "no batch larger than one image was recorded"
+
+
+def test_every_declared_metric_appears_and_counts(vitserve_server: str) -> None:
+    before = scrape(vitserve_server)
+    assert burst(vitserve_server, 8, 4) == [200] * 8
+    bad = httpx.post(f"{vitserve_server}/classify", files={"image": ("x.png", b"not an image")})
+    assert bad.status_code == 415
+    after = scrape(vitserve_server)
+
+    for name in HISTOGRAMS:
+        for suffix in ("_count", "_sum"):
+            assert f"{name}{suffix}" in after, f"{name}{suffix} missing from /metrics"
+        assert value(after, f"{name}_count") > value(before, f"{name}_count"), f"{name} did not count"
+        assert value(after, rf'{name}_bucket\{{le="\+Inf"\}}') == value(after, f"{name}_count")
+
+    classified = r'vitserve_images_classified_total\{label="\d"\}'
+    assert value(after, classified) - value(before, classified) >= 8
+    rejected = r'vitserve_requests_rejected_total\{reason="unsupported_media_type"\}'
+    assert value(after, rejected) - value(before, rejected) == 1
+    assert 'vitserve_requests_rejected_total{reason="overloaded"}' in after  # pre-created at 0
+    assert value(after, "vitserve_in_flight_images") == 0  # nothing in flight between requests
+    info = [k for k, v in after.items() if k.startswith("vitserve_model_info{") and v == 1]
+    assert len(info) == 1 and 'provider="CPUExecutionProvider"' in info[0]
+    # BentoML's own request metrics are still there beside ours.
+    assert any(k.startswith("bentoml_") for k in after)
