@@ -127,8 +127,10 @@ class VitServe:
                         retry_after_s=self.settings.retry_after_s,
                     ) from exc
                 raise self._unavailable(f"the inference worker failed: {exc}") from exc
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                raise self._unavailable("the inference worker is unreachable") from exc
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.warning("inference call failed: %r", exc)
+                why = f"the inference worker is unreachable ({type(exc).__name__})"
+                raise self._unavailable(why) from exc
         raise AssertionError("unreachable")
 
     def _unavailable(self, why: str) -> ApiError:
