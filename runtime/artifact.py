@@ -89,8 +89,13 @@ class ArtifactMetadata:
     def from_json(cls, text: str) -> ArtifactMetadata:
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ArtifactError(f"vitserve metadata must be a JSON object, got {type(data).__name__}")
             if data.get("format_version") != FORMAT_VERSION:
                 raise ArtifactError(f"unsupported artifact format_version {data.get('format_version')!r}")
+            # A JSON string is iterable too: "abc" must not become the labels a, b, c.
+            if not isinstance(data.get("labels"), list):
+                raise ArtifactError(f"labels must be a JSON list, got {data.get('labels')!r}")
             return cls(
                 model_name=str(data["model_name"]),
                 model_version=str(data["model_version"]),
@@ -101,17 +106,24 @@ class ArtifactMetadata:
                 depth=int(data["depth"]),
                 source_sha256=str(data["source_sha256"]),
                 exporter_version=str(data["exporter_version"]),
-                extra={str(k): str(v) for k, v in data.get("extra", {}).items()},
+                extra={str(k): str(v) for k, v in dict(data.get("extra", {})).items()},
             )
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"malformed vitserve metadata: {exc}") from exc
+        except ArtifactError:
+            raise
+        # ValueError covers JSONDecodeError and int("six"); AttributeError a non-object where one is due.
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"malformed vitserve metadata: {exc!r}") from exc
 
 
 def read_metadata(path: str | Path) -> ArtifactMetadata:
     """Read the metadata of an ONNX artifact without loading its weights into memory."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as exc:
+        raise ArtifactError(f"{path} is not an ONNX model: {exc}") from exc
     return metadata_from_props({p.key: p.value for p in model.metadata_props}, path)
 
 
