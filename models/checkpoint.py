@@ -88,11 +88,30 @@ def is_vitserve_checkpoint(path: Path) -> bool:
         return False
 
 
+def is_timm_hub_folder(path: Path) -> bool:
+    """timm's Hub folders also hold a config.json, but with "architecture" instead of "model_type"."""
+    config = path / CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except json.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and "architecture" in data and "model_type" not in data
+
+
 def load_vitserve_checkpoint(path: Path) -> LoadedModel:
     config = json.loads((path / CONFIG_FILE).read_text())
-    vit_config = ViTConfig.from_dict(config["vit"])
-    model = ViT(vit_config)
-    load_state_dict_strict(model, load_file(str(path / WEIGHTS_FILE)))
+    try:
+        vit_config = ViTConfig.from_dict(config["vit"])
+        model = ViT(vit_config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: bad ViT config: {exc}") from exc
+    try:
+        state = load_file(str(path / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors raises its own error type, OSError or ValueError
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read weights: {exc}") from exc
+    load_state_dict_strict(model, state)
     labels = tuple(config["labels"])
     if len(labels) != vit_config.num_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels for {vit_config.num_classes} classes")
@@ -131,7 +150,7 @@ def load_checkpoint(path: str | Path, preset: str | None = None) -> LoadedModel:
         raise CheckpointError(f"no checkpoint at {path}")
     if is_vitserve_checkpoint(path):
         return load_vitserve_checkpoint(path)
-    if path.is_dir():
+    if path.is_dir() and not is_timm_hub_folder(path):
         from vitserve.models.loaders.huggingface import load_hf_folder
 
         return load_hf_folder(path)
