@@ -20,11 +20,21 @@ from safetensors.torch import save_file
 
 from vitserve.models.checkpoint import CheckpointError, load_checkpoint, sha256_of
 from vitserve.models.loaders.timm import load_timm_file
+from vitserve.models.vit import PRESETS
 from vitserve.runtime.artifact import Preprocessing
 
 SMALL = {"dim": 48, "depth": 2, "heads": 4, "hidden": 96, "patch": 8, "image": 32, "classes": 5}
-# The shipped "digits" preset's shapes (dim 64, depth 6, 4 heads), cheap enough to run many times.
-DIGITS = {"dim": 64, "depth": 6, "heads": 4, "hidden": 128, "patch": 4, "image": 28, "classes": 10}
+# The shipped preset's shape, read from PRESETS so that a retuned preset cannot leave this test behind.
+_D = PRESETS["digits"]
+DIGITS = {
+    "dim": _D.dim,
+    "depth": _D.depth,
+    "heads": _D.num_heads,
+    "hidden": int(_D.dim * _D.mlp_ratio),
+    "patch": _D.patch_size,
+    "image": _D.image_size,
+    "classes": _D.num_classes,
+}
 # ViT-Ti/16 at 224 px, as a timm Hub folder holds it; used once, it is the slowest test here.
 TINY_224 = {"dim": 192, "depth": 12, "heads": 3, "hidden": 768, "patch": 16, "image": 224, "classes": 4}
 
