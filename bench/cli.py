@@ -1,0 +1,112 @@
+"""`vitserve bench ...`: benchmarks as a subcommand group: `bench model` and `bench serve`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks that print markdown tables")
+    group = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    register_model(group)
+    register_serve(group)
+
+
+def register_serve(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "serve",
+        help="end-to-end img/s and p50/p99: vitserve vs model-only vs a naive one-image server",
+        description="Closed-loop clients at each concurrency, plus an open-loop run at half capacity.",
+    )
+    parser.add_argument("model_dirs", nargs="+", type=Path, help="directories written by `vitserve export`")
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for every system")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="auto")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from vitserve.bench.model import cpu_model
+    from vitserve.bench.serve import ServeBenchConfig, bench_model_dir, markdown
+
+    config = ServeBenchConfig(
+        model_dirs=tuple(args.model_dirs),
+        concurrencies=tuple(args.concurrency),
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        precision=args.precision,
+    )
+    command = ["vitserve", "bench", "serve", *map(str, config.model_dirs)]
+    command += ["--concurrency", *map(str, config.concurrencies), "--duration-s", str(config.duration_s)]
+    command += ["--threads", str(config.threads), "--max-batch-size", str(config.max_batch_size)]
+    print(f"command: {shlex.join(command)}")
+    print(f"cpu: {cpu_model()}; the load generator shares the machine with the servers")
+    for model_dir in config.model_dirs:
+        print()
+        print(markdown(bench_model_dir(model_dir, config), config))
+    return 0
+
+
+def register_model(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "model",
+        help="model-only images/s: PyTorch vs ORT fp32 unfused/fused vs ORT int8",
+        description="Model-only throughput on CPU, interleaved rounds, medians, ratios vs PyTorch eager.",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="preset names (random weights) or checkpoint paths; default: ViT-Ti/16, ViT-B/16, default model",
+    )
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime")
+    parser.add_argument(
+        "--min-round-s", type=float, default=0.5, help="each round repeats calls for this long"
+    )
+    parser.add_argument(
+        "--cell-budget-s",
+        type=float,
+        default=60.0,
+        help="seconds per (model, batch); heavy cells get fewer rounds",
+    )
+    parser.set_defaults(func=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    from vitserve.bench.model import BenchConfig, default_models, environment, markdown_table, run_benchmark
+
+    config = BenchConfig(
+        models=tuple(args.models) if args.models else default_models(),
+        batches=tuple(args.batches),
+        rounds=args.rounds,
+        threads=args.threads,
+        min_round_s=args.min_round_s,
+        cell_budget_s=args.cell_budget_s,
+    )
+    rows = run_benchmark(config)
+    # The command with every default spelled out, so that the figures can be reproduced exactly.
+    command = [
+        "vitserve",
+        "bench",
+        "model",
+        "--models",
+        *config.models,
+        "--batches",
+        *map(str, config.batches),
+    ]
+    command += ["--rounds", str(config.rounds), "--threads", str(config.threads)]
+    command += ["--min-round-s", str(config.min_round_s), "--cell-budget-s", str(config.cell_budget_s)]
+    print(f"command: {shlex.join(command)}")
+    print(environment(config))
+    print()
+    print(markdown_table(rows))
+    return 0

@@ -1,0 +1,107 @@
+"""Which export route yields one fused attention node per block? Evidence for export/README.md.
+
+Route (a): torch's dynamo exporter at opset 23 lowers SDPA to ONNX `Attention` (vitserve's choice).
+Route (b): onnxruntime.transformers' optimizer (model_type="vit") pattern-matches an unfused graph
+into com.microsoft.Attention. Run: `python -m vitserve.bench.fusion_routes` (a few seconds per row).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from onnxruntime.transformers.optimizer import optimize_model
+from torch import nn
+
+from vitserve.export.fusion import count_fusion
+from vitserve.models.vit import PRESETS, ViT
+
+
+class SplitQKVAttention(nn.Module):
+    """The layout route (b) was written for: separate q/k/v projections and a Div by sqrt(head_dim)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, None]:
+        B, N, D = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(B, N, self.num_heads, self.head_dim).permute(0, 2, 1, 3)  # (B, nh, N, hd)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        probs = (torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)).softmax(-1)
+        return self.proj(torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(B, N, D)), None
+
+
+def candidates() -> dict[str, nn.Module]:
+    config = PRESETS["digits"]
+    torch.manual_seed(0)
+    packed = ViT(config).eval()
+    packed.set_fused_attention(False)
+    split = ViT(config).eval()
+    for block in split.blocks:
+        block.attn = SplitQKVAttention(config.dim, config.num_heads)  # type: ignore[assignment]
+    models: dict[str, nn.Module] = {"vitserve ViT, manual attention (packed qkv)": packed}
+    models["vitserve ViT, split q/k/v + Div"] = split
+    try:
+        import transformers
+    except ImportError:
+        return models
+    hf_config = transformers.ViTConfig(  # type: ignore[call-arg]
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=config.dim,
+        num_hidden_layers=config.depth,
+        num_attention_heads=config.num_heads,
+        intermediate_size=int(config.dim * config.mlp_ratio),
+        num_labels=config.num_classes,
+        attn_implementation="eager",
+    )
+    models[f"transformers {transformers.__version__} ViTForImageClassification (eager)"] = (
+        transformers.ViTForImageClassification(hf_config).eval()
+    )
+    return models
+
+
+def export(module: nn.Module, dynamo: bool, path: Path) -> None:
+    size = PRESETS["digits"].image_size
+    example = (torch.randn(2, 3, size, size),)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(module, example, dynamo=True, opset_version=23)
+            assert program is not None
+            program.save(str(path))
+        else:
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=17)
+
+
+def main() -> None:
+    config = PRESETS["digits"]
+    print("| model | exporter | route (b) fused / depth | Softmax left |")
+    print("| --- | --- | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module in candidates().items():
+            for dynamo in (False, True):
+                path = Path(tmp) / "model.onnx"
+                export(module, dynamo, path)
+                optimized = optimize_model(
+                    str(path), model_type="vit", num_heads=config.num_heads, hidden_size=config.dim
+                )
+                report = count_fusion(optimized.model)
+                exporter = "dynamo, opset 23" if dynamo else "TorchScript, opset 17"
+                print(
+                    f"| {name} | {exporter} | {report.fused_attention} / {config.depth} | {report.softmax} |"
+                )
+
+
+if __name__ == "__main__":
+    main()

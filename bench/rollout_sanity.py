@@ -1,0 +1,101 @@
+"""Do the rollout maps mean something? Rollout mass per pixel on the digit's strokes vs the background.
+
+    python -m vitserve.bench.rollout_sanity [--model-dir models/digits-vit] [--limit 2000]
+
+For each held-out digit, the (grid, grid) map is spread evenly over each patch's pixels, then the
+mean mass per stroke pixel (value > threshold) is compared with the mean mass per background pixel.
+The figure is the fraction of digits whose strokes get more mass per pixel. A control with the
+same maps' cells shuffled (so same values, no spatial relation) shows what chance gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vitserve.runtime.explain_session import ExplainSession
+from vitserve.runtime.rollout import HEAD_FUSIONS, rollout_map
+from vitserve.service.settings import DEFAULT_MODEL_DIR
+
+# MNIST strokes are near 255 and the background 0; half-way splits the anti-aliased edge evenly.
+STROKE_THRESHOLD = 127
+
+
+@dataclass(frozen=True)
+class SanityResult:
+    head_fusion: str
+    digits: int
+    inside_wins: float  # fraction of digits with more mass per stroke pixel than per background pixel
+    shuffled_inside_wins: float  # the same with the map's cells shuffled: the chance level
+    median_ratio: float  # median over digits of (mass per stroke pixel) / (mass per background pixel)
+
+
+def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> tuple[float, float]:
+    """(mass per stroke pixel, mass per background pixel) of a map over a (H, W) grayscale image."""
+    height, width = image.shape
+    rows, cols = heatmap.shape
+    if height % rows or width % cols:
+        raise ValueError(f"a {rows}x{cols} map does not tile a {height}x{width} image")
+    cell = (height // rows) * (width // cols)
+    # Each patch's mass spread evenly over its pixels: (H, W) map that still sums to the map's sum.
+    pixels = np.kron(heatmap, np.ones((height // rows, width // cols))) / cell
+    stroke = image > threshold
+    if stroke.all() or not stroke.any():
+        raise ValueError("the image has no stroke or no background pixels at this threshold")
+    return float(pixels[stroke].mean()), float(pixels[~stroke].mean())
+
+
+def measure(
+    session: ExplainSession, images: np.ndarray, head_fusion: str, threshold: int, seed: int = 0
+) -> SanityResult:
+    rng = np.random.default_rng(seed)
+    wins, shuffled_wins, ratios = 0, 0, []
+    for image in images:
+        attentions = session.explain(np.repeat(image[..., None], 3, axis=-1)).attentions
+        heatmap = rollout_map(attentions, head_fusion)
+        inside, outside = per_pixel_masses(heatmap, image, threshold)
+        wins += inside > outside
+        ratios.append(inside / outside)
+        shuffled = rng.permutation(heatmap.ravel()).reshape(heatmap.shape)
+        s_inside, s_outside = per_pixel_masses(shuffled, image, threshold)
+        shuffled_wins += s_inside > s_outside
+    count = len(images)
+    return SanityResult(head_fusion, count, wins / count, shuffled_wins / count, float(np.median(ratios)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitserve.bench.rollout_sanity", description=__doc__)
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--heldout", type=Path, default=None, help="default: heldout.npz in --model-dir")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--threshold", type=int, default=STROKE_THRESHOLD)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    args = parser.parse_args(argv)
+    session = ExplainSession(args.model_dir, intra_op_threads=1)
+    with np.load(args.heldout or args.model_dir / "heldout.npz") as data:
+        images = data["images"][: args.limit]
+    if images.ndim != 3 or images.shape[1:] != session.input_shape[:2]:
+        parser.error(f"want grayscale held-out images of {session.input_shape[:2]}, got {images.shape[1:]}")
+    results = [measure(session, images, fusion, args.threshold) for fusion in HEAD_FUSIONS]
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return 0
+    print(
+        f"model {session.metadata.model_name} {session.metadata.model_version}, {len(images)} held-out digits"
+    )
+    print("| head fusion | stroke > background (per pixel) | shuffled-map control | median ratio |")
+    print("| --- | --- | --- | --- |")
+    for r in results:
+        print(
+            f"| {r.head_fusion} | {r.inside_wins:.1%} | {r.shuffled_inside_wins:.1%} | {r.median_ratio:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

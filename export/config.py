@@ -1,0 +1,51 @@
+"""What an export run produces and how strictly each variant is gated: one frozen, declarative config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitserve.runtime.artifact import PRECISIONS
+
+# Opset 23 is the first with ONNX's own `Attention` op, which torch's dynamo exporter emits for SDPA.
+OPSET = 23
+
+# File names in the output folder, one self-contained .onnx per precision.
+FILE_NAMES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Parity limits against PyTorch FP32 on the same uint8 pixels."""
+
+    # FP32 differs from PyTorch only by kernel order of summation; 1e-3 leaves room for that, not for bugs.
+    fp32_max_abs_logit: float = 1e-3
+    fp32_top1_agreement: float = 1.0
+    # FP16 rounds every weight and activation to 11 bits of mantissa; a near-tie may flip, no more.
+    fp16_top1_agreement: float = 0.995
+    int8_top1_agreement: float = 0.99
+    # Held-out accuracy (a fraction, 0.005 = 0.5 point) that INT8 may lose against PyTorch FP32.
+    int8_accuracy_drop: float = 0.005
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    precisions: tuple[str, ...] = ("fp32",)
+    tolerances: Tolerances = Tolerances()
+    # Held-out images cap: enough for a 0.5-point gate to mean something, bounded for ViT-B on a CPU.
+    max_heldout: int = 2000
+    # Random uint8 images used when no held-out set exists (random-weight models: FP32 gate only).
+    random_samples: int = 32
+    seed: int = 0
+    # Evaluation batch: also exercises the dynamic batch axis with a size other than the trace's.
+    eval_batch: int = 16
+    # Also write model.explain.onnx (manual attention path, attention outputs; export/explain.py).
+    # Off for library callers, on for `vitserve export` unless --no-explain.
+    explain: bool = False
+    intra_op_threads: int = 2
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise ValueError(f"precisions must be a non-empty subset of {PRECISIONS}, got {self.precisions}")
+        if self.max_heldout <= 0 or self.random_samples <= 0 or self.eval_batch <= 0:
+            raise ValueError("max_heldout, random_samples and eval_batch must be positive")

@@ -1,0 +1,184 @@
+"""Parity gates: run each ONNX variant in onnxruntime beside PyTorch FP32 on the same uint8 pixels.
+
+A gate that fails raises ParityError naming the figure; a gate that cannot run for real here raises
+GateUnavailableError. Nothing is ever downgraded to a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+
+from vitserve.export.config import ExportConfig
+from vitserve.export.convert import PixelClassifier
+from vitserve.export.errors import GateUnavailableError, HeldoutError, ParityError
+from vitserve.runtime.artifact import INPUT_NAME, Preprocessing
+
+HELDOUT_FILE = "heldout.npz"
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """uint8 (N, H, W, 3) pixels at the model's size; labels only for a held-out set."""
+
+    pixels: np.ndarray
+    labels: np.ndarray | None
+    source: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    precision: str
+    provider: str
+    metrics: dict[str, float]
+
+
+def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalData:
+    """Read `images` (N, H, W) or (N, H, W, 3) uint8 and `labels` from an npz; resize to the model's size."""
+    try:
+        with np.load(path) as data:
+            images, labels = data["images"], data["labels"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise HeldoutError(f"{path}: cannot read 'images' and 'labels' from it: {exc}") from exc
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels) or not len(images):
+        raise HeldoutError(
+            f"{path}: want uint8 images (N,H,W[,3]) and N labels, got {images.dtype} {images.shape}"
+        )
+    images, labels = images[:limit], labels[:limit].astype(np.int64)
+    if images.ndim == 3:  # grayscale: the model takes RGB
+        images = np.repeat(images[..., None], 3, axis=-1)
+    size = preprocessing.image_size
+    if images.shape[1:3] != (size, size):
+        resample = PIL_FILTERS[preprocessing.interpolation]
+        images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), resample)) for im in images])
+    return EvalData(np.ascontiguousarray(images), labels, f"heldout:{path} ({len(images)} images)")
+
+
+def random_pixels(image_size: int, count: int, seed: int) -> EvalData:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(count, image_size, image_size, 3), dtype=np.uint8)
+    return EvalData(pixels, None, f"random:{count} uint8 images, seed {seed}")
+
+
+def find_heldout(checkpoint: Path, explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise HeldoutError(f"no held-out file at {explicit}")
+        return explicit
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    candidate = folder / HELDOUT_FILE
+    return candidate if candidate.is_file() else None
+
+
+def torch_logits(module: PixelClassifier, pixels: np.ndarray, batch: int) -> np.ndarray:
+    with torch.inference_mode():
+        parts = [module(torch.from_numpy(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
+    return torch.cat(parts).numpy()
+
+
+def make_session(model: onnx.ModelProto | bytes, provider: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=[provider])
+
+
+def ort_logits(session: ort.InferenceSession, pixels: np.ndarray, batch: int) -> np.ndarray:
+    parts = [session.run(None, {INPUT_NAME: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)]
+    return np.concatenate(parts)
+
+
+def cuda_usable() -> bool:
+    """True when onnxruntime can really place a session on CUDA (the gpu wheel lists it even without one)."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    from onnx import TensorProto, helper
+
+    probe = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        ),
+        ir_version=10,  # what onnx writes by default may be newer than onnxruntime reads
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the failed CUDA load is the expected answer on CPU machines
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=[CUDA, CPU])
+    return session.get_providers()[0] == CUDA
+
+
+def gate_provider(precision: str, data: EvalData) -> str:
+    """Where `precision`'s gate runs, or GateUnavailableError when it cannot run for real here."""
+    if precision != "fp32" and data.labels is None:
+        raise GateUnavailableError(
+            f"{precision} needs held-out images to gate its accuracy (random inputs on a random-weight "
+            "model only support the FP32 gate); pass --heldout PATH or put heldout.npz beside the checkpoint"
+        )
+    if precision != "fp16":
+        return CPU
+    # ORT's CPU provider runs only some FP16 kernels (Attention) and silently casts the rest
+    # (MatMul, LayerNorm, Add) to float32, so a CPU run would not test the FP16 numerics we ship.
+    if not cuda_usable():
+        raise GateUnavailableError(
+            "fp16 export needs a CUDA device to run its parity gate for real; onnxruntime's CPU "
+            "provider computes most of an FP16 graph in float32; export fp16 on a GPU machine"
+        )
+    return CUDA
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+
+
+def _require(precision: str, metric: str, value: float, limit: float, at_most: bool) -> None:
+    failed = value > limit if at_most else value < limit
+    # NaN compares false both ways: a NaN figure is a failure, never a pass.
+    if failed or np.isnan(value):
+        raise ParityError(precision, metric, value, limit)
+
+
+def gate(
+    precision: str, model: onnx.ModelProto, reference: np.ndarray, data: EvalData, config: ExportConfig
+) -> GateResult:
+    """Run one variant on `data` and check it against PyTorch FP32's `reference` logits."""
+    tol = config.tolerances
+    provider = gate_provider(precision, data)
+    session = make_session(model, provider, config.intra_op_threads)
+    logits = ort_logits(session, data.pixels, config.eval_batch)
+    metrics: dict[str, float] = {}
+    agreement = top1_agreement(logits, reference)
+    metrics["top1_agreement"] = agreement
+    if precision == "fp32":
+        max_abs = float(np.max(np.abs(logits.astype(np.float64) - reference)))
+        metrics["max_abs_logit"] = max_abs
+        _require(precision, "max_abs_logit", max_abs, tol.fp32_max_abs_logit, at_most=True)
+        _require(precision, "top1_agreement", agreement, tol.fp32_top1_agreement, at_most=False)
+    elif precision == "fp16":
+        _require(precision, "top1_agreement", agreement, tol.fp16_top1_agreement, at_most=False)
+    else:
+        assert data.labels is not None
+        drop = float(np.mean(reference.argmax(1) == data.labels) - np.mean(logits.argmax(1) == data.labels))
+        metrics["accuracy_drop"] = drop
+        _require(precision, "top1_agreement", agreement, tol.int8_top1_agreement, at_most=False)
+        _require(precision, "accuracy_drop", drop, tol.int8_accuracy_drop, at_most=True)
+    if data.labels is not None:
+        metrics["accuracy"] = float(np.mean(logits.argmax(1) == data.labels))
+    return GateResult(precision, provider, metrics)
