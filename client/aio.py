@@ -1,0 +1,182 @@
+"""`AsyncClient`: the asyncio vitserve client. Same methods as `Client`; the logic is in protocol.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from vitserve.client import protocol
+from vitserve.client.errors import InvalidRequest, ServiceOverloaded, VitserveError, error_from_transport
+from vitserve.client.explain import Explanation
+from vitserve.client.explain import explain as explain_operation
+from vitserve.client.images import ImageInput, to_payload
+from vitserve.client.protocol import DEFAULT_URL
+from vitserve.client.results import ModelInfo, Prediction
+from vitserve.client.retry import AdaptiveLimit, OverloadGate, RetryPolicy
+from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, score_folder
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asyncio client for one vitserve server; see `Client` for the retry behaviour.
+
+    >>> async with AsyncClient("http://127.0.0.1:3000") as client:
+    ...     prediction = await client.classify("seven.png")
+
+    One Retry-After pauses every request of the client, so many concurrent calls back off together,
+    and after an overload answer the client sends fewer requests at once (see retry.AdaptiveLimit).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = protocol.check_base_url(base_url)
+        self.timeout = timeout
+        self.retry_policy = RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff)
+        self.headers = dict(headers or {})
+        self._gate = OverloadGate()
+        self._limit = AdaptiveLimit()
+        self._waiting: list[asyncio.Future[None]] = []  # requests held back by the limit
+        # Enough pooled connections for score_folder's default concurrency, plus headroom.
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=self.headers, limits=limits
+        )
+
+    async def classify(self, image: ImageInput, *, top_k: int | None = None) -> Prediction:
+        """Classify one image (a path, bytes, a binary file object or a PIL image)."""
+        return await self._run(protocol.classify(to_payload(image), top_k, self.retry_policy, self._gate))
+
+    async def classify_many(
+        self, images: Iterable[ImageInput], *, top_k: int | None = None, batch_size: int = 16
+    ) -> list[Prediction | InvalidRequest]:
+        """Classify images through /classify_batch; an unreadable image gives its InvalidImage in place."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        results: list[Prediction | InvalidRequest] = []
+        for chunk in protocol.chunked(images, batch_size):  # read one chunk at a time: flat memory
+            payloads = [to_payload(image) for image in chunk]
+            operation = protocol.classify_many(payloads, top_k, batch_size, self.retry_policy, self._gate)
+            results.extend(await self._run(operation))
+        return results
+
+    async def explain(
+        self,
+        image: ImageInput,
+        *,
+        top_k: int | None = None,
+        head_fusion: str = "mean",
+        for_class: str | int | None = None,
+        overlay: bool = True,
+    ) -> Explanation:
+        """Classify one image and return its attention rollout map; see `Client.explain`."""
+        operation = explain_operation(
+            to_payload(image), top_k, head_fusion, for_class, overlay, self.retry_policy, self._gate
+        )
+        return await self._run(operation)
+
+    async def model_info(self) -> ModelInfo:
+        """What the server serves: name, version, labels, input size, precision, providers."""
+        return await self._run(protocol.model_info(self.retry_policy, self._gate))
+
+    async def ready(self) -> bool:
+        """True when the server takes requests (GET /readyz), False while it is starting; not retried."""
+        return await self._run(protocol.ready())
+
+    async def score_folder(
+        self,
+        root: str | Path,
+        out: str | Path,
+        *,
+        extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+        concurrency: int = 16,
+        batch_size: int = 8,
+        top_k: int | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> ScoreSummary:
+        """Classify every image under `root` into `out` (.jsonl or .csv), resuming a previous run.
+
+        Files already in `out` are skipped, rows are appended as results arrive (each batch of rows
+        one write + fsync), so an interrupted run continues where it stopped when run again. A file
+        the server cannot read becomes a row with its error; a failure of the service itself
+        (unreachable after the retries, 5xx) stops the run and is raised, the rows so far kept.
+        `concurrency` requests of up to `batch_size` images each are kept in flight.
+        """
+        return await score_folder(
+            self,
+            root,
+            out,
+            extensions=extensions,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            top_k=top_k,
+            progress=progress,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, operation: Generator[protocol.Step, protocol.Reply, T]) -> T:
+        """Carry out the steps of an operation, awaiting."""
+        reply: protocol.Reply = None
+        while True:
+            try:
+                step = operation.send(reply)
+            except StopIteration as finished:
+                return finished.value  # type: ignore[no-any-return]
+            if isinstance(step, protocol.Sleep):
+                await asyncio.sleep(step.seconds)
+                reply = None
+            else:
+                reply = await self._send(step)
+
+    async def _send(self, step: protocol.Send) -> httpx.Response | VitserveError:
+        request = self._http.build_request(
+            step.method, step.path, params=step.params, data=step.data or None, files=step.files or None
+        )
+        while not self._limit.can_send():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiting:  # cancelled while waiting
+                    self._waiting.remove(waiter)
+        ticket = self._limit.start()
+        reply: httpx.Response | VitserveError | None = None
+        try:
+            reply = await self._http.send(request)
+        except httpx.RequestError as exc:
+            reply = error_from_transport(exc)
+        finally:
+            # Synchronous on purpose: it must run even when this request is being cancelled.
+            overloaded = isinstance(reply, ServiceOverloaded) or (
+                isinstance(reply, httpx.Response) and reply.status_code in (429, 503)
+            )
+            self._limit.finish(ticket, overloaded)
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:  # all of them re-check the limit; few are ever waiting
+                if not waiter.done():
+                    waiter.set_result(None)
+        return reply

@@ -1,0 +1,92 @@
+"""The public API of vitserve.client, pinned: changing it must be a deliberate edit of this test."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import vitserve.client as sdk
+from vitserve.client import errors
+
+
+def test_all_is_pinned() -> None:
+    assert sdk.__all__ == [
+        "AsyncClient",
+        "Client",
+        "ConnectionFailed",
+        "InvalidImage",
+        "InvalidRequest",
+        "ModelInfo",
+        "ModelRef",
+        "Prediction",
+        "Progress",
+        "ResultsFileError",
+        "ScoreSummary",
+        "ServerError",
+        "ServiceOverloaded",
+        "Timeout",
+        "TopK",
+        "VitserveError",
+    ]
+    for name in sdk.__all__:
+        assert getattr(sdk, name).__doc__, f"{name} has no docstring"
+
+
+def test_both_clients_have_the_same_methods_and_signatures() -> None:
+    methods = ["classify", "classify_many", "model_info", "ready", "score_folder"]
+    for name in methods:
+        sync, aio = getattr(sdk.Client, name), getattr(sdk.AsyncClient, name)
+        assert not inspect.iscoroutinefunction(sync) and inspect.iscoroutinefunction(aio), name
+        assert inspect.signature(sync) == inspect.signature(aio), name
+    assert inspect.signature(sdk.Client) == inspect.signature(sdk.AsyncClient)
+    assert list(inspect.signature(sdk.Client).parameters) == [
+        "base_url",
+        "timeout",
+        "retries",
+        "backoff",
+        "max_backoff",
+        "headers",
+    ]
+    assert list(inspect.signature(sdk.Client.score_folder).parameters) == [
+        "self",
+        "root",
+        "out",
+        "extensions",
+        "concurrency",
+        "batch_size",
+        "top_k",
+        "progress",
+    ]
+    assert hasattr(sdk.Client, "__enter__") and hasattr(sdk.Client, "close")
+    assert hasattr(sdk.AsyncClient, "__aenter__") and hasattr(sdk.AsyncClient, "aclose")
+
+
+def test_results_are_frozen_dataclasses() -> None:
+    for kind, fields in [
+        (sdk.Prediction, ["label", "score", "top_k", "model"]),
+        (sdk.TopK, ["label", "index", "score"]),
+        (sdk.ModelRef, ["name", "version"]),
+        (sdk.ModelInfo, ["name", "version", "labels", "input_size", "precision", "providers", "extra"]),
+        (sdk.ScoreSummary, ["output", "scored", "failed", "skipped", "failed_before", "elapsed_s"]),
+        (sdk.Progress, ["total", "skipped", "scored", "failed", "elapsed_s"]),
+    ]:
+        assert dataclasses.is_dataclass(kind) and getattr(kind, "__dataclass_params__").frozen, kind  # noqa: B009
+        assert [f.name for f in dataclasses.fields(kind)] == fields
+
+
+def test_one_exception_tree_in_one_module() -> None:
+    tree = {
+        "ConnectionFailed": "VitserveError",
+        "Timeout": "VitserveError",
+        "ServiceOverloaded": "VitserveError",
+        "InvalidRequest": "VitserveError",
+        "InvalidImage": "InvalidRequest",
+        "ServerError": "VitserveError",
+        "ResultsFileError": "VitserveError",
+    }
+    for name, parent in tree.items():
+        kind = getattr(sdk, name)
+        assert kind.__module__ == errors.__name__ == "vitserve.client.errors"
+        assert kind.__bases__ == (getattr(sdk, parent),)
+        assert name in (errors.__doc__ or "")  # documented in the module's tree
+    assert sdk.VitserveError.__bases__ == (Exception,)
