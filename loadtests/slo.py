@@ -1,0 +1,105 @@
+"""Service-level objectives as data (loadtests/slo.toml) and their verdict on a load-test run."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from loadtests.stats import AGGREGATED, RequestLog, Schedule, StepStats, step_stats
+
+
+class SloError(ValueError):
+    """The SLO file is malformed, or asks about a load the run did not apply."""
+
+
+@dataclass(frozen=True)
+class Slo:
+    at_users: int  # the ramp step latency and throughput are judged at
+    endpoint: str  # Locust request name for the latency objective; "Aggregated" = every request
+    p99_ms: float
+    max_error_rate: float  # every endpoint, ramp steps up to `at_users` (beyond it: overload, reported)
+    min_rps: float  # successful responses/s at `at_users`, every endpoint
+
+    def __post_init__(self) -> None:
+        if self.at_users < 1 or self.p99_ms <= 0 or self.min_rps < 0 or not 0 <= self.max_error_rate <= 1:
+            raise SloError(f"out of range: {self}")
+
+    @classmethod
+    def read(cls, path: Path) -> Slo:
+        try:
+            text = path.read_text()
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (OSError, ValueError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise SloError(f"{path}: cannot read SLOs: {exc}") from exc
+        names = {f.name for f in fields(cls)}
+        if set(raw) != names:
+            raise SloError(f"{path}: needs exactly the keys {sorted(names)}, got {sorted(raw)}")
+        try:
+            return cls(
+                at_users=int(raw["at_users"]),
+                endpoint=str(raw["endpoint"]),
+                p99_ms=float(raw["p99_ms"]),
+                max_error_rate=float(raw["max_error_rate"]),
+                min_rps=float(raw["min_rps"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise SloError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Verdict:
+    objective: str
+    target: str
+    measured: str
+    met: bool
+
+
+def _step_at(steps: list[StepStats], users: int) -> StepStats:
+    for step in steps:
+        if step.users == users:
+            return step
+    raise SloError(f"the SLOs are judged at {users} users, but the ramp ran {[s.users for s in steps]}")
+
+
+def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
+    """One verdict per objective; a missing measurement (no requests at that step) is a miss."""
+    endpoint = None if slo.endpoint == AGGREGATED else slo.endpoint
+    if endpoint is not None and endpoint not in log.names_seen():
+        raise SloError(f"no request named {endpoint!r} in this run; names: {log.names_seen()}")
+    latency = _step_at(step_stats(log, schedule, endpoint), slo.at_users)
+    load = _step_at(step_stats(log, schedule), slo.at_users)
+    # Steps past `at_users` probe overload, where 429s are the designed response: reported, not judged.
+    judged = np.zeros(log.ok.shape, dtype=bool)
+    for i, users in enumerate(schedule.users):
+        if users <= slo.at_users:
+            judged |= (log.elapsed_s >= i * schedule.step_seconds) & (
+                log.elapsed_s < (i + 1) * schedule.step_seconds
+            )
+    requests = int(judged.sum())
+    failures = int((judged & ~log.ok).sum())
+    error_rate = failures / requests if requests else math.nan
+    return [
+        Verdict(
+            f"p99 of {slo.endpoint} at {slo.at_users} users",
+            f"<= {slo.p99_ms:g} ms",
+            f"{latency.p99_ms:.0f} ms",
+            latency.p99_ms <= slo.p99_ms,  # NaN (no successes) compares False: a miss
+        ),
+        Verdict(
+            f"error rate up to {slo.at_users} users",
+            f"<= {slo.max_error_rate:.2%}",
+            f"{error_rate:.2%} ({failures} of {requests})",
+            error_rate <= slo.max_error_rate,  # NaN (no requests) compares False: a miss
+        ),
+        Verdict(
+            f"throughput at {slo.at_users} users",
+            f">= {slo.min_rps:g} req/s",
+            f"{load.rps:.1f} req/s",
+            load.rps >= slo.min_rps,
+        ),
+    ]
