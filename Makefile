@@ -6,7 +6,7 @@ PORT ?= $(or $(VITSERVE_PORT),3000)
 HOST ?= $(or $(VITSERVE_HOST),127.0.0.1)
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test lint typecheck format clean
+.PHONY: venv serve test lint typecheck format clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,10 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/python tools/typecheck.py
 
-test: lint typecheck
+system-deps:
+	bash tools/system-deps.sh
+
+test: system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: $(VENV)/.installed-test
