@@ -46,10 +46,13 @@ class PixelClassifier(nn.Module):
 def export_onnx(vit: ViT, preprocessing: Preprocessing, fused: bool = True) -> onnx.ModelProto:
     """Export with a dynamic batch axis; `fused=False` exports the manual attention path (benchmarks only)."""
     vit.set_fused_attention(fused)
-    module = PixelClassifier(vit, preprocessing).eval()
-    size = vit.config.image_size
+    return export_module(PixelClassifier(vit, preprocessing).eval(), vit.config.image_size, [OUTPUT_NAME])
+
+
+def export_module(module: nn.Module, image_size: int, output_names: list[str]) -> onnx.ModelProto:
+    """Export a module taking uint8 (N, S, S, 3) "pixels", with a dynamic batch axis, as one proto."""
     # Batch 2, not 1: torch.export specialises a size-1 dimension and would drop the dynamic axis.
-    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
     # The exporter reports progress on stdout and warns about internals we do not control; keep the
     # CLI's output to what vitserve says. Errors still propagate.
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
@@ -62,7 +65,7 @@ def export_onnx(vit: ViT, preprocessing: Preprocessing, fused: bool = True) -> o
                 dynamo=True,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=output_names,
                 dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
                 optimize=True,
                 verbose=False,

@@ -9,11 +9,8 @@ explanation of a different computation than the one that classified would be mea
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
-import warnings
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +22,8 @@ from torch import nn
 
 import vitserve
 from vitserve.export.config import FILE_NAMES, OPSET, ExportConfig
-from vitserve.export.convert import PROTOBUF_LIMIT, PixelClassifier
-from vitserve.export.errors import ConversionError, ExportError, ParityError
+from vitserve.export.convert import PixelClassifier, export_module
+from vitserve.export.errors import ExportError, ParityError
 from vitserve.export.verify import (
     CPU,
     EvalData,
@@ -76,35 +73,9 @@ def export_explain_onnx(vit: ViT, preprocessing: Preprocessing) -> onnx.ModelPro
     vit.set_fused_attention(False)
     try:
         module = AttentionClassifier(vit, preprocessing).eval()
-        size = vit.config.image_size
-        # Batch 2: torch.export specialises a size-1 dimension and would drop the dynamic axis.
-        example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            logging.getLogger("onnxscript").setLevel(logging.ERROR)
-            try:
-                program = torch.onnx.export(
-                    module,
-                    (example,),
-                    dynamo=True,
-                    opset_version=OPSET,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME, ATTENTIONS_NAME],
-                    dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
-                    optimize=True,
-                    verbose=False,
-                )
-            except Exception as exc:  # the exporter raises many unrelated types; one typed error
-                raise ConversionError(f"explanation export (dynamo, opset {OPSET}) failed: {exc}") from exc
+        return export_module(module, vit.config.image_size, [OUTPUT_NAME, ATTENTIONS_NAME])
     finally:
         vit.set_fused_attention(True)  # the caller's model goes back to serving mode
-    if program is None:
-        raise ConversionError("torch.onnx.export returned no program for the explanation graph")
-    model = program.model_proto
-    del model.graph.value_info[:]  # as in convert.export_onnx: ORT re-infers shapes
-    if model.ByteSize() > PROTOBUF_LIMIT:
-        raise ConversionError("the explanation model exceeds 2 GiB and cannot be one .onnx file")
-    return model
 
 
 def verify_explain(
