@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 
 from vitserve.runtime.predictions import Prediction
 from vitserve.service.errors import ApiError
-from vitserve.service.requests import parse_image_request
+from vitserve.service.explain import router as explain_router
+from vitserve.service.requests import parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ app = FastAPI(
     docs_url=None,
     redoc_url=None,
 )
+app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
 
 IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 
@@ -39,7 +41,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def _request_body(field: str, many: bool) -> dict[str, Any]:
     file_schema = {"type": "string", "format": "binary"}
-    form_field = {"type": "array", "items": file_schema} if many else file_schema
+    form_field = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
     content: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {
@@ -55,6 +57,7 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 TOP_K_PARAM = {
     "name": "top_k",
     "in": "query",
@@ -103,25 +106,30 @@ def _overloaded(svc: VitServe) -> ApiError:
 @app.post(
     "/classify",
     response_model=Classification,
-    responses=_error_responses(400, 413, 415, 422, 429, 503),
+    responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
     openapi_extra={**_request_body("image", many=False), "parameters": [TOP_K_PARAM]},
     summary="Classify one image (multipart field `image`, or the raw image as the body)",
 )
 async def classify(request: Request) -> JSONResponse:
     svc = _service()
-    # Shed before reading the body: an overloaded worker should not even buffer the upload.
+    # Shed before reading the body: an overloaded worker should not even buffer the upload. The slot is
+    # taken only once the body is in, so clients trickling bytes cannot hold every slot (slowloris).
+    if svc.admission.in_flight >= svc.admission.limit:
+        raise _overloaded(svc)
+    refuse_unknown_query(request, CLASSIFY_QUERY)
+    parsed = await parse_image_request(
+        request,
+        field="image",
+        many=False,
+        max_bytes=svc.settings.max_body_bytes,
+        body_timeout_s=svc.settings.body_timeout_s,
+        max_images=1,
+        default_top_k=svc.settings.default_top_k,
+        num_classes=svc.metadata.num_classes,
+    )
     if not svc.admission.try_acquire(1):
         raise _overloaded(svc)
     try:
-        parsed = await parse_image_request(
-            request,
-            field="image",
-            many=False,
-            max_bytes=svc.settings.max_body_bytes,
-            max_images=1,
-            default_top_k=svc.settings.default_top_k,
-            num_classes=svc.metadata.num_classes,
-        )
         (result,) = await svc.classify_images(parsed.images, parsed.top_k)
     finally:
         svc.admission.release(1)
@@ -134,7 +142,7 @@ async def classify(request: Request) -> JSONResponse:
 @app.post(
     "/classify_batch",
     response_model=BatchClassification,
-    responses=_error_responses(400, 413, 415, 422, 429, 503),
+    responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
     openapi_extra={**_request_body("images", many=True), "parameters": [TOP_K_PARAM]},
     summary="Classify several images (repeated multipart field `images`); results in the order sent",
 )
@@ -142,11 +150,13 @@ async def classify_batch(request: Request) -> JSONResponse:
     svc = _service()
     if svc.admission.in_flight >= svc.admission.limit:
         raise _overloaded(svc)
+    refuse_unknown_query(request, CLASSIFY_QUERY)
     parsed = await parse_image_request(
         request,
         field="images",
         many=True,
         max_bytes=svc.settings.max_body_bytes,
+        body_timeout_s=svc.settings.body_timeout_s,
         max_images=svc.settings.max_batch_images,
         default_top_k=svc.settings.default_top_k,
         num_classes=svc.metadata.num_classes,

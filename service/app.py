@@ -25,12 +25,25 @@ from vitserve.runtime.session import ARTIFACT_FILES
 from vitserve.service.admission import Admission
 from vitserve.service.api import app as http_app
 from vitserve.service.errors import ApiError, from_decode_error
-from vitserve.service.inference import SETTINGS, Inference, record_dtype
+from vitserve.service.explain import Explainer
+from vitserve.service.inference import API_SERVICE_NAME, SETTINGS, Inference, record_dtype
 from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.shutdown import GracefulShutdown, after_delay
 
 log = logging.getLogger(__name__)
 
 INFER_ATTEMPTS = 3
+
+
+def warm_up_bursts(max_batch_size: int) -> list[int]:
+    """Concurrent calls per warm-up round: single calls first (the dispatcher's own training wants
+    several), then doubling bursts up to the largest batch, each size twice."""
+    bursts = [1] * 8
+    n = 2
+    while n < max_batch_size:
+        bursts += [n, n]
+        n *= 2
+    return [*bursts, max_batch_size, max_batch_size]
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ def artifact_metadata(model_dir: Path) -> ArtifactMetadata:
 
 
 @bentoml.service(
-    name="vitserve",
+    name=API_SERVICE_NAME,
     workers=SETTINGS.api_workers,
     traffic={"timeout": SETTINGS.request_timeout_s},
 )
@@ -62,14 +75,56 @@ class VitServe:
         self.settings = SETTINGS
         self.metadata = artifact_metadata(SETTINGS.model_dir)
         self.metrics = ServiceMetrics.create()
+        self.explainer = Explainer(SETTINGS.model_dir, self.metadata)  # loads its model on first use
         self.admission = Admission(SETTINGS.max_in_flight, self.metrics.in_flight_images)
         self.decode_limits = DecodeLimits(max_bytes=SETTINGS.max_body_bytes, max_pixels=SETTINGS.max_pixels)
         self.decode_limiter = anyio.CapacityLimiter(SETTINGS.decode_threads)
         self.record_dtype = record_dtype(self.metadata.preprocessing.image_size)
         self._model_info: dict[str, object] | None = None
+        self._batching_warm = False
+        self._warm_up_task: asyncio.Task[None] | None = None
+        self.shutdown = GracefulShutdown(
+            "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
+        )
 
     def __is_ready__(self) -> bool:
-        return True  # BentoML's readiness probe also waits for the inference worker's warm-up
+        # BentoML's readiness probe also asks the inference worker, which is ready after its own warm-up.
+        # After SIGTERM it fails while the worker still serves (service/shutdown.py).
+        return self._batching_warm and not self.shutdown.draining
+
+    @bentoml.on_startup
+    def _install_shutdown(self) -> None:
+        self.shutdown.install()
+
+    @bentoml.on_startup
+    async def _start_batching_warm_up(self) -> None:
+        self._warm_up_task = asyncio.create_task(self._warm_up_batching())
+
+    async def _warm_up_batching(self) -> None:
+        """Send bursts of 1, 2, 4, ... images through the batcher before declaring readiness.
+
+        BentoML's dispatcher starts from a guessed cost model (max_latency / 15 seconds per image) and
+        trains it on the first batches it sees; until then it holds requests for seconds to fill
+        batches. Training it here keeps that out of the first users' latency.
+        """
+        size = self.metadata.preprocessing.image_size
+        record = np.zeros(1, dtype=self.record_dtype)
+        record["pixels"] = np.zeros((size, size, 3), dtype=np.uint8)
+        deadline = time.monotonic() + self.settings.request_timeout_s * 5
+        while True:
+            try:
+                for burst in warm_up_bursts(self.settings.max_batch_size):
+                    record["sent_at"] = time.time()
+                    await asyncio.gather(*(self.inference.to_async.infer(record) for _ in range(burst)))
+                break
+            except Exception as exc:  # the worker may still be starting: any failure retries
+                if time.monotonic() > deadline:
+                    log.error("batching warm-up failed for good: %r", exc)
+                    raise
+                log.info("inference worker not ready for warm-up yet (%r); retrying", exc)
+                await asyncio.sleep(1.0)
+        self._batching_warm = True
+        log.info("batching warm-up done")
 
     def _decode(self, data: bytes) -> np.ndarray:
         started = time.perf_counter()
@@ -108,16 +163,26 @@ class VitServe:
         return results
 
     async def _infer(self, records: np.ndarray) -> np.ndarray:
-        # Inference is pure, so a call that lost its pooled connection (the worker closed an idle
-        # keep-alive connection as we reused it) is safe to send again.
+        # Inference is pure, so a call that lost its pooled connection is safe to send again: the
+        # worker closed an idle keep-alive connection as we reused it (uvicorn closes after 5 s idle,
+        # aiohttp keeps them 15 s), which surfaces as a disconnect or, if it is noticed while the request
+        # is written, as ClientOSError "Can not write request body"; or the worker died mid-call.
         for attempt in range(INFER_ATTEMPTS):
             try:
                 return np.asarray(await self.inference.to_async.infer(records))
-            except aiohttp.ServerDisconnectedError as exc:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt + 1 < INFER_ATTEMPTS:
-                    log.warning("inference connection dropped, retrying (%d/%d)", attempt + 1, INFER_ATTEMPTS)
+                    log.warning(
+                        "inference connection dropped (%r), retrying (%d/%d)",
+                        exc,
+                        attempt + 1,
+                        INFER_ATTEMPTS,
+                    )
+                    self.metrics.inference_retries.inc()
                     continue
-                raise self._unavailable("the inference worker closed the connection") from exc
+                raise self._unavailable(
+                    f"the inference worker dropped the connection ({type(exc).__name__})"
+                ) from exc
             except bentoml.exceptions.BentoMLException as exc:
                 status = getattr(getattr(exc, "error_code", None), "value", None)
                 if status == 503:
@@ -153,6 +218,7 @@ class VitServe:
                     "std": list(pre.std),
                 },
                 "fused_attention": meta.fused_attention,
+                "max_batch_images": self.settings.max_batch_images,
                 **runtime,
             }
         return self._model_info

@@ -9,6 +9,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "bad_request": (400, "bad_input"),
     "invalid_image": (400, "bad_input"),
     "url_not_allowed": (400, "bad_input"),
+    "request_timeout": (408, "slow_body"),
     "payload_too_large": (413, "too_large"),
     "image_too_large": (413, "too_large"),
     "unsupported_media_type": (415, "unsupported_media_type"),

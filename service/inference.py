@@ -13,12 +13,16 @@ import bentoml
 import numpy as np
 
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
+from vitserve.service.batching import cap_batching_wait
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
+from vitserve.service.shutdown import GracefulShutdown, api_workers_gone
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
+API_SERVICE_NAME = "vitserve"  # the public service's name (service/app.py), how its workers are found
+cap_batching_wait(SETTINGS.batch_wait_ms / 1000)
 
 
 def record_dtype(image_size: int) -> np.dtype:
@@ -35,14 +39,23 @@ def warm_up_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
+# BentoML's client to this service closes its whole connection pool every `max_requests` calls and every
+# `max_age` seconds (defaults 100 and 300 s), aborting the calls still in flight on it: under load that
+# failed accepted requests with "inference connection dropped" 503s. The worker is local (a Unix
+# socket), so there is nothing to rebalance: keep one pool for the worker's life.
+KEEP_POOL = {"max_requests": 2**62, "max_age": float(2**62)}
+
+
 @bentoml.service(
     name="vitserve-inference",
     workers=1,
     traffic={"timeout": SETTINGS.request_timeout_s},
+    runner_connection=KEEP_POOL,
 )
 class Inference:
     def __init__(self) -> None:
         self.metrics = ServiceMetrics.create()
+        self.metrics.inference_worker_starts.inc()
         self.classifier = OnnxClassifier(
             SETTINGS.model_dir,
             SessionOptions(
@@ -63,14 +76,26 @@ class Inference:
         ).set(1)
         self.dtype = record_dtype(meta.preprocessing.image_size)
         self.ready = True
+        # Serve until the API workers have drained: they still send the images they admitted.
+        self.shutdown = GracefulShutdown(
+            "inference worker",
+            api_workers_gone(API_SERVICE_NAME),
+            deadline_s=SETTINGS.shutdown_delay_s + SETTINGS.request_timeout_s + 5,
+        )
+
+    @bentoml.on_startup
+    def _install_shutdown(self) -> None:
+        self.shutdown.install()
 
     def __is_ready__(self) -> bool:
         return self.ready
 
+    # VITSERVE_MAX_BATCH_SIZE=1 turns batching off: BentoML refuses a batchable API with a maximum
+    # of 1, so the method is then an ordinary API and each request runs alone.
     @bentoml.api(
-        batchable=True,
+        batchable=SETTINGS.max_batch_size > 1,
         batch_dim=0,
-        max_batch_size=SETTINGS.max_batch_size,
+        max_batch_size=max(2, SETTINGS.max_batch_size),
         max_latency_ms=SETTINGS.max_latency_ms,
     )
     def infer(self, records: np.ndarray) -> np.ndarray:

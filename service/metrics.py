@@ -16,6 +16,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 REJECT_REASONS = (
     "bad_input",
+    "slow_body",
     "too_large",
     "overloaded",
     "unsupported_media_type",
@@ -34,6 +35,8 @@ class ServiceMetrics:
     requests_rejected: Any
     in_flight_images: Any
     model_info: Any
+    inference_retries: Any
+    inference_worker_starts: Any
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -68,6 +71,16 @@ class ServiceMetrics:
                 "vitserve_in_flight_images",
                 "Images admitted and not yet answered (decoding, queued or in a batch).",
                 multiprocess_mode="livesum",
+            ),
+            # A dropped connection to the inference worker (it died, or closed a keep-alive connection)
+            # is retried; a rate above zero with a steady load means the worker is restarting.
+            inference_retries=prom.Counter(
+                "vitserve_inference_retries", "Inference calls sent again after the worker dropped them."
+            ),
+            # Counted by each inference worker as it comes up; the multiprocess sum keeps dead workers'
+            # counts, so increase() over a window shows restarts.
+            inference_worker_starts=prom.Counter(
+                "vitserve_inference_worker_starts", "Inference worker processes started, first and restarted."
             ),
             model_info=prom.Gauge(
                 "vitserve_model_info",

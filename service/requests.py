@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -26,8 +27,9 @@ class ImageRequest:
     top_k: int
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused with 413 as soon as it passes max_bytes (declared or streamed)."""
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, refused with 413 as soon as it passes max_bytes (declared or streamed), or with
+    408 if it has not all arrived within timeout_s (a trickling client must not hold a worker's slot)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -38,19 +40,35 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise ApiError("payload_too_large", f"the body exceeds the limit of {max_bytes} bytes")
-            chunks.append(chunk)
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError("payload_too_large", f"the body exceeds the limit of {max_bytes} bytes")
+                chunks.append(chunk)
     except ClientDisconnect as exc:
         raise ApiError("bad_request", "the client disconnected before the body was complete") from exc
+    except TimeoutError as exc:
+        raise ApiError(
+            "request_timeout",
+            f"the body did not arrive within {timeout_s:g} s ({size} bytes received); send it in one go",
+        ) from exc
     return b"".join(chunks)
 
 
+def refuse_unknown_query(request: Request, known: frozenset[str]) -> None:
+    """An unknown query parameter is refused, not ignored: `?topk=3` silently answering with the
+    default number of classes would hide the client's typo."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ApiError("invalid_parameter", f"unknown query parameter(s) {unknown}; known: {sorted(known)}")
+
+
 def parse_top_k(raw: str | None, default: int, num_classes: int) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return min(default, num_classes)
+    # An empty value ("top_k=") is not an integer either: the schema says so, and silently using the
+    # default would hide a client bug.
     try:
         value = int(raw)
     except ValueError as exc:
@@ -79,6 +97,7 @@ async def parse_image_request(
     field: str,
     many: bool,
     max_bytes: int,
+    body_timeout_s: float,
     max_images: int,
     default_top_k: int,
     num_classes: int,
@@ -86,8 +105,11 @@ async def parse_image_request(
     """Parse /classify (one image in `field`) or /classify_batch (repeated `field`)."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
-    body = await read_body(request, max_bytes)
-    top_k_raw = request.query_params.get("top_k")
+    body = await read_body(request, max_bytes, body_timeout_s)
+    if len(request.query_params.getlist("top_k")) > 1:
+        raise ApiError("invalid_parameter", "top_k is given more than once")
+    # Validated even when the form also sets top_k (the form wins): a bad value is never ignored.
+    top_k = parse_top_k(request.query_params.get("top_k"), default_top_k, num_classes)
     if media_type == "multipart/form-data":
         parser = MultiPartParser(
             request.headers, _once(body), max_files=max_images, max_fields=16, max_part_size=1024
@@ -102,9 +124,13 @@ async def parse_image_request(
         if not many and len(values) > 1:
             raise ApiError("bad_request", f"send one '{field}'; use /classify_batch for several images")
         images = tuple([await _file_bytes(field, v) for v in values])
-        form_top_k = form.get("top_k")
-        if isinstance(form_top_k, str):
-            top_k_raw = form_top_k
+        form_top_k = form.getlist("top_k")
+        if len(form_top_k) > 1:
+            raise ApiError("invalid_parameter", "top_k is given more than once")
+        if form_top_k:
+            if not isinstance(form_top_k[0], str):
+                raise ApiError("invalid_parameter", "top_k must be a form field, not a file")
+            top_k = parse_top_k(form_top_k[0], default_top_k, num_classes)
         await form.close()
     elif not many and media_type.startswith(RAW_CONTENT_TYPES):
         images = (body,)
@@ -121,4 +147,4 @@ async def parse_image_request(
         )
     if len(images) > max_images:
         raise ApiError("payload_too_large", f"{len(images)} images in one request; the limit is {max_images}")
-    return ImageRequest(images=images, top_k=parse_top_k(top_k_raw, default_top_k, num_classes))
+    return ImageRequest(images=images, top_k=top_k)

@@ -55,3 +55,4 @@ class ModelInfo(BaseModel):
     fused_attention: int
     max_batch_size: int
     max_latency_ms: int
+    max_batch_images: int

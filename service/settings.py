@@ -34,6 +34,9 @@ class Settings:
     # BentoML's max_latency_ms is a deadline, not a batching window: requests still queued after it
     # are cancelled with 503. It must exceed the slowest full batch, else healthy load gets 503s.
     max_latency_ms: int = 10_000
+    # Longest a request is held on purpose to let its batch grow (see service/batching.py). A batch of
+    # 32 digits takes a few ms on 2 CPU cores; waiting longer than one batch time buys nothing.
+    batch_wait_ms: int = 5
     # Images admitted per API worker before new requests are shed with 429 + Retry-After.
     max_in_flight: int = 128
     max_body_bytes: int = 20 * 1024 * 1024
@@ -45,6 +48,14 @@ class Settings:
     decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
     request_timeout_s: int = 60
+    # A request body must arrive within this many seconds, else 408. Without it a client trickling
+    # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.
+    # 20 MiB at 1 MB/s fits; keep it below request_timeout_s.
+    body_timeout_s: int = 30
+    # After SIGTERM an API worker fails readiness but keeps serving this long before it stops
+    # accepting. 0 suits Kubernetes, whose preStop sleep (deploy/k8s) already covers endpoint removal;
+    # behind a load balancer that only polls /readyz, set it above the probe period x failure threshold.
+    shutdown_delay_s: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *ARTIFACT_FILES):
@@ -65,11 +76,18 @@ class Settings:
             "api_workers",
             "decode_threads",
             "request_timeout_s",
+            "body_timeout_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
-        if self.retry_after_s < 0 or self.intra_op_threads < 0:
-            raise SettingsError(f"{PREFIX}RETRY_AFTER_S and {PREFIX}INTRA_OP_THREADS must be >= 0")
+        for name in ("retry_after_s", "intra_op_threads", "batch_wait_ms", "shutdown_delay_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
+        if self.body_timeout_s >= self.request_timeout_s:
+            raise SettingsError(
+                f"{PREFIX}BODY_TIMEOUT_S ({self.body_timeout_s}) must be below "
+                f"{PREFIX}REQUEST_TIMEOUT_S ({self.request_timeout_s})"
+            )
         if self.port > 65535:
             raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
 

@@ -33,6 +33,12 @@ def sample_labels() -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads((SAMPLES_DIR / "labels.json").read_text()).items()}
 
 
+def score_tolerance(classifier: OnnxClassifier) -> float:
+    """INT8 dynamic quantization picks activation scales per batch tensor, so an image's scores move
+    slightly with the images it is batched with; FP32 results do not depend on batch-mates."""
+    return 2e-3 if classifier.metadata.precision == "int8" else 1e-5
+
+
 @pytest.fixture(scope="module")
 def offline(vitserve_server: str) -> OnnxClassifier:
     """The same artifact the server chose, run in-process: the reference for its answers."""
@@ -60,7 +66,7 @@ def test_multipart_and_raw_body_match_offline_onnx_and_the_true_label(
     expected = offline_prediction(offline, data)
     for body in (multipart.json(), raw.json()):
         assert body["label"] == expected.label == sample_labels()[path.name]
-        assert body["score"] == pytest.approx(expected.score, abs=1e-5)
+        assert body["score"] == pytest.approx(expected.score, abs=score_tolerance(offline))
         assert [t["label"] for t in body["top_k"]] == [t.label for t in expected.top_k]
         assert body["model"] == {
             "name": offline.metadata.model_name,
@@ -104,7 +110,7 @@ def test_batch_keeps_order_and_isolates_a_bad_item(vitserve_server: str, offline
     for result, path in zip([results[0], *results[2:]], files, strict=True):
         expected = offline_prediction(offline, path.read_bytes())
         assert result["label"] == expected.label
-        assert result["score"] == pytest.approx(expected.score, abs=1e-5)
+        assert result["score"] == pytest.approx(expected.score, abs=score_tolerance(offline))
 
 
 def test_model_reports_the_providers_the_session_really_runs_on(vitserve_server: str) -> None:
