@@ -1,0 +1,47 @@
+"""SIGTERM a loaded server, several times, and count what was lost (the target is 0).
+
+    .venv/bin/python reliability/shutdown.py [--rounds 3] [--concurrency 32] [--delay 2]
+
+Each round starts a server (the shipped model, or VITSERVE_TEST_MODEL_DIR) with
+VITSERVE_SHUTDOWN_DELAY_S=--delay, loads it through a balancer that polls /readyz, sends SIGTERM to the
+arbiter mid-load and prints tests/reliability/drain.py's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
+
+from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.reliability.drain import sigterm_under_load
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--delay", type=int, default=2, help="VITSERVE_SHUTDOWN_DELAY_S")
+    parser.add_argument("--load-seconds", type=float, default=5.0, help="load before SIGTERM")
+    args = parser.parse_args()
+    payload = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
+    lost = 0
+    for round_ in range(1, args.rounds + 1):
+        server = ServerProcess(env={"VITSERVE_SHUTDOWN_DELAY_S": str(args.delay)}).start()
+        try:
+            report = sigterm_under_load(server, payload, args.concurrency, args.load_seconds)
+        finally:
+            server.stop()
+        lost += sum(report.lost.values())
+        print(
+            f"round {round_} (model {SAMPLES_DIR.parent}, delay {args.delay} s, {args.concurrency} clients)"
+        )
+        print("\n".join("  " + line for line in report.lines()))
+    print(f"lost in {args.rounds} rounds: {lost}")
+    return 0 if lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Kill the inference worker while the client SDK scores a folder, and check what came out.
+
+The folder holds copies of the shipped samples under distinct names; the results file must list every
+one exactly once, each with a prediction, however many requests failed while the worker was down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.reliability.procs import worker_pids
+from tests.reliability.scrape import metric
+from vitserve.client import Client
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class CrashReport:
+    files: int
+    scored: int
+    failed: int
+    rows: int
+    unique_rows: int
+    error_rows: int
+    killed_pid: int
+    replacement_pid: int | None
+    replaced_after_s: float | None
+    worker_starts: float  # vitserve_inference_worker_starts_total: 2 = the first worker and its replacement
+    inference_retries: float  # vitserve_inference_retries_total: calls the dead worker dropped, sent again
+    unavailable_rejections: float  # vitserve_requests_rejected_total{reason="unavailable"}: 503s
+    elapsed_s: float
+
+    def lines(self) -> list[str]:
+        return [f"{key:24s} {value}" for key, value in asdict(self).items()]
+
+
+def make_folder(root: Path, copies: int) -> list[Path]:
+    samples = sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix in IMAGE_SUFFIXES)
+    files = []
+    for i in range(copies):
+        sample = samples[i % len(samples)]
+        target = root / f"shard{i % 7}" / f"img{i:05d}{sample.suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample, target)
+        files.append(target)
+    return files
+
+
+def kill_inference_while_scoring(
+    server: ServerProcess, folder: Path, out: Path, copies: int, kill_after_s: float, retries: int = 30
+) -> CrashReport:
+    assert server.proc is not None
+    root = server.proc.pid
+    files = make_folder(folder, copies)
+    (victim,) = worker_pids(root, "vitserve-inference")
+    replacement: list[tuple[int, float]] = []
+
+    def kill_then_watch() -> None:
+        time.sleep(kill_after_s)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while time.monotonic() - killed_at < 120:
+            fresh = [pid for pid in worker_pids(root, "vitserve-inference") if pid != victim]
+            if fresh:
+                replacement.append((fresh[0], time.monotonic() - killed_at))
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=kill_then_watch, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    # Retry-After is 1 s and a fresh inference worker needs its warm-up: allow retries to span it.
+    with Client(server.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
+        summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
+    elapsed = time.monotonic() - started
+    watcher.join(timeout=130)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    paths = [row.get("path") for row in rows]
+    return CrashReport(
+        files=len(files),
+        scored=summary.scored,
+        failed=summary.failed,
+        rows=len(rows),
+        unique_rows=len(set(paths)),
+        error_rows=sum(1 for row in rows if row.get("error")),
+        killed_pid=victim,
+        replacement_pid=replacement[0][0] if replacement else None,
+        replaced_after_s=round(replacement[0][1], 2) if replacement else None,
+        worker_starts=metric(server.url, "vitserve_inference_worker_starts_total"),
+        inference_retries=metric(server.url, "vitserve_inference_retries_total"),
+        unavailable_rejections=metric(server.url, 'vitserve_requests_rejected_total{reason="unavailable"}'),
+        elapsed_s=round(elapsed, 1),
+    )

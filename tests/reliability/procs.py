@@ -1,0 +1,144 @@
+"""The server's processes and their memory, read from /proc: BentoML's workers run in their own sessions.
+
+circus starts each worker with setsid, so the server's process group holds only the arbiter; its
+workers are found as its descendants instead (by parent pid).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> list[int]:
+    """root and every process below it, at this instant."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            parent = _parent_pid(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of one process in KiB; 0 once it has exited."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return 0  # a zombie has no VmRSS line
+
+
+def tree_rss_mib(root: int) -> float:
+    return sum(rss_kib(pid) for pid in descendants(root)) / 1024
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def worker_pids(root: int, service_name: str) -> list[int]:
+    """BentoML workers of one service (`vitserve` for the API, `vitserve-inference` for the model)."""
+    return [pid for pid in descendants(root) if f"--service-name {service_name} " in cmdline(pid) + " "]
+
+
+@dataclass
+class RssSample:
+    at_s: float
+    rss_mib: float
+
+
+class RssSampler:
+    """Samples the whole server's RSS in a thread; `peak_mib` and `samples` afterwards."""
+
+    def __init__(self, root: int, interval_s: float = 0.2) -> None:
+        self.root = root
+        self.interval_s = interval_s
+        self.samples: list[RssSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(RssSample(time.monotonic() - self._started, tree_rss_mib(self.root)))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return max(s.rss_mib for s in self.samples)
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in (PROC / str(pid) / "fd").iterdir():
+            try:
+                target = fd.readlink().as_posix()
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except (FileNotFoundError, PermissionError):
+        pass
+    return inodes
+
+
+def tcp_peers(root: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of every connected IPv4/IPv6 TCP socket the server's processes hold."""
+    inodes = set().union(*(_socket_inodes(pid) for pid in descendants(root)))
+    peers = []
+    for table in ("tcp", "tcp6"):
+        for line in (PROC / "net" / table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if inode in inodes and state != "0A":  # 0A = LISTEN
+                peers.append((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)))
+    return peers
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds used so far by the server's live processes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in descendants(root):
+        try:
+            fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
