@@ -20,13 +20,18 @@ def mirror(tree: Path) -> Path:
     mapping: dict[str, str] = config["tool"]["setuptools"]["package-dir"]
     if tree.exists():
         shutil.rmtree(tree)
-    for package, folder in sorted(mapping.items(), key=lambda item: item[0].count(".")):
-        target = tree.joinpath(*package.split("."))
-        if target.exists():
-            continue  # a sub-package already reached through its parent's link
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(ROOT / folder, target_is_directory=True)
-    return tree / "vitserve"
+    root_package = tree / "vitserve"
+    root_package.mkdir(parents=True)
+    # The root package gets a real folder holding links to its files (a link to the folder itself
+    # would make the sub-package links below land inside the source tree).
+    for source in (ROOT / mapping["vitserve"]).glob("*.py"):
+        (root_package / source.name).symlink_to(source)
+    for package, folder in mapping.items():
+        parts = package.split(".")
+        if len(parts) != 2:
+            continue  # deeper packages are reached through their parent's link
+        (root_package / parts[1]).symlink_to(ROOT / folder, target_is_directory=True)
+    return root_package
 
 
 def main() -> int:

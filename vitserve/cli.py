@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "vitserve.service.cli",
     "score": "vitserve.client.cli",
     "classify": "vitserve.client.cli",
+    "explain": "vitserve.client.explain_cli",
 }
 
 
