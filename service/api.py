@@ -20,7 +20,7 @@ from vitserve.service.requests import parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
 
 if TYPE_CHECKING:
-    from vitserve.service.app import VitServe
+    from vitserve.service.app import ItemResult, VitServe
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +112,39 @@ def _overloaded(svc: VitServe) -> ApiError:
 )
 async def classify(request: Request) -> JSONResponse:
     svc = _service()
-    # Shed before reading the body: an overloaded worker should not even buffer the upload. The slot is
-    # taken only once the body is in, so clients trickling bytes cannot hold every slot (slowloris).
+    (result,) = await _admit_and_classify(svc, request, field="image", many=False, max_images=1)
+    if result.error is not None:
+        return error_response(result.error)  # already counted as rejected by classify_images
+    assert result.prediction is not None
+    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(svc)})
+
+
+async def _admit_and_classify(
+    svc: VitServe, request: Request, field: str, many: bool, max_images: int
+) -> list[ItemResult]:
+    """Shed, parse, admit the request's images, classify them, release: both classify routes."""
+    # Shed before reading the body: an overloaded worker should not even buffer the upload. The slots
+    # are taken only once the body is in, so clients trickling bytes cannot hold them (slowloris).
     if svc.admission.in_flight >= svc.admission.limit:
         raise _overloaded(svc)
     refuse_unknown_query(request, CLASSIFY_QUERY)
     parsed = await parse_image_request(
         request,
-        field="image",
-        many=False,
+        field=field,
+        many=many,
         max_bytes=svc.settings.max_body_bytes,
         body_timeout_s=svc.settings.body_timeout_s,
-        max_images=1,
+        max_images=max_images,
         default_top_k=svc.settings.default_top_k,
         num_classes=svc.metadata.num_classes,
     )
-    if not svc.admission.try_acquire(1):
+    count = len(parsed.images)
+    if not svc.admission.try_acquire(count):
         raise _overloaded(svc)
     try:
-        (result,) = await svc.classify_images(parsed.images, parsed.top_k)
+        return await svc.classify_images(parsed.images, parsed.top_k)
     finally:
-        svc.admission.release(1)
-    if result.error is not None:
-        return error_response(result.error)  # already counted as rejected by classify_images
-    assert result.prediction is not None
-    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(svc)})
+        svc.admission.release(count)
 
 
 @app.post(
@@ -148,26 +156,8 @@ async def classify(request: Request) -> JSONResponse:
 )
 async def classify_batch(request: Request) -> JSONResponse:
     svc = _service()
-    if svc.admission.in_flight >= svc.admission.limit:
-        raise _overloaded(svc)
-    refuse_unknown_query(request, CLASSIFY_QUERY)
-    parsed = await parse_image_request(
-        request,
-        field="images",
-        many=True,
-        max_bytes=svc.settings.max_body_bytes,
-        body_timeout_s=svc.settings.body_timeout_s,
-        max_images=svc.settings.max_batch_images,
-        default_top_k=svc.settings.default_top_k,
-        num_classes=svc.metadata.num_classes,
-    )
-    count = len(parsed.images)
-    if not svc.admission.try_acquire(count):
-        raise _overloaded(svc)
-    try:
-        results = await svc.classify_images(parsed.images, parsed.top_k)
-    finally:
-        svc.admission.release(count)
+    limit = svc.settings.max_batch_images
+    results = await _admit_and_classify(svc, request, field="images", many=True, max_images=limit)
     items = [
         _prediction_body(r.prediction) if r.prediction is not None else r.error.body()  # type: ignore[union-attr]
         for r in results
