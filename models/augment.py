@@ -22,8 +22,10 @@ STD = 0.5
 @dataclass(frozen=True)
 class AugmentConfig:
     # Share of samples left as plain grayscale white-on-black (still moved by the affine), so the
-    # model stays sharp on the MNIST convention itself.
-    p_plain: float = 0.3
+    # model stays sharp on the MNIST convention itself. Half: raised from 0.3 together with the
+    # patch-7 preset, which lifted plain held-out accuracy from 0.961 to 0.975 but photo-like from
+    # 0.964 down to 0.952 (the two changes were not separated; see the model card).
+    p_plain: float = 0.5
     # Among the rest: share drawn as dark ink on light paper.
     p_invert: float = 0.5
     max_rotation_deg: float = 15.0

@@ -146,14 +146,15 @@ def test_heads_inferred_from_preset_with_same_dim_and_depth(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The digits preset's dim and depth with another patch size: heads come from "digits".
-    spec = {**DIGITS, "patch": 7}
+    other_patch = 4 if DIGITS["patch"] != 4 else 7
+    spec = {**DIGITS, "patch": other_patch}
     state = timm_state_dict(**spec)
     file = tmp_path / "digits_p7.safetensors"
     save_file(state, str(file))
     with caplog.at_level(logging.INFO, logger="vitserve.models.loaders.timm"):
         loaded = load_timm_file(file)
     assert "num_heads=4 from preset digits" in caplog.text
-    assert (loaded.model.config.patch_size, loaded.model.config.image_size) == (7, 28)
+    assert (loaded.model.config.patch_size, loaded.model.config.image_size) == (other_patch, 28)
     _assert_matches_timm(loaded.model, state, spec)
 
 
@@ -166,7 +167,8 @@ def test_unknown_heads_are_asked_for(tmp_path: Path) -> None:
 
 def test_preset_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "digits_p7.safetensors"
-    save_file(timm_state_dict(**{**DIGITS, "patch": 7}), str(file))
+    misfit = 4 if DIGITS["patch"] != 4 else 7  # a patch size the preset does not have
+    save_file(timm_state_dict(**{**DIGITS, "patch": misfit}), str(file))
     with pytest.raises(CheckpointError, match="preset digits is dim/depth/patch/image"):
         load_timm_file(file, preset="digits")
     with pytest.raises(CheckpointError, match="unknown preset 'vit_huge'"):
