@@ -12,6 +12,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     register_model(group)
     register_serve(group)
+    register_score(group)
+
+
+def register_score(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "score",
+        help="vitserve score throughput as a fraction of the service's capacity, same run",
+    )
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--duration-s", type=float, default=10.0, help="capacity measurement time")
+    parser.set_defaults(func=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from vitserve.bench.model import cpu_model
+    from vitserve.bench.score import run
+
+    result = run(args.model_dir, args.images, args.concurrency, args.batch_size, args.duration_s)
+    command = ["vitserve", "bench", "score", str(args.model_dir), "--images", str(args.images)]
+    command += ["--concurrency", str(args.concurrency), "--batch-size", str(args.batch_size)]
+    print(f"command: {shlex.join(command)}")
+    print(f"cpu: {cpu_model()}; client and server share the machine")
+    print(
+        f"service capacity (/classify_batch x{args.batch_size}, {args.concurrency} clients): "
+        f"{result.capacity_images_per_s:.1f} img/s"
+    )
+    print(
+        f"vitserve score, {result.images} images: {result.scoring_images_per_s:.1f} img/s, "
+        f"{result.failed} failed"
+    )
+    print(f"ratio: {result.ratio:.0%} (target >= 90%)")
+    return 0
 
 
 def register_serve(group: argparse._SubParsersAction) -> None:
