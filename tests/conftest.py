@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = Path(os.environ.get("VITSERVE_TEST_MODEL_DIR", REPO / "models" / "digits-vit"))
 SAMPLES_DIR = DEFAULT_MODEL_DIR / "samples"
 
-__all__ = ["DEFAULT_MODEL_DIR", "REPO", "SAMPLES_DIR", "ServerProcess", "free_port", "running_server"]
+
+def patch_grid(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
+    """Patches per side of a vitserve checkpoint folder: the side of its attention-rollout map."""
+    vit = json.loads((model_dir / "config.json").read_text())["vit"]
+    return int(vit["image_size"]) // int(vit["patch_size"])
+
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "REPO",
+    "SAMPLES_DIR",
+    "ServerProcess",
+    "free_port",
+    "patch_grid",
+    "running_server",
+]
 
 
 class ServerProcess(_ServerProcess):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEFAULT_MODEL_DIR
+from tests.conftest import DEFAULT_MODEL_DIR, patch_grid
 from vitserve.cli import main
 from vitserve.client import AsyncClient, Client, InvalidImage, InvalidRequest, ServerError
 from vitserve.client.explain import Explanation, parse_explanation
@@ -27,7 +27,7 @@ def digit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check(explanation: Explanation) -> None:
-    assert explanation.method == "attention_rollout" and explanation.grid == (7, 7)
+    assert explanation.method == "attention_rollout" and explanation.grid == (patch_grid(), patch_grid())
     assert sum(map(sum, explanation.heatmap)) == pytest.approx(1.0)
     assert explanation.target.label == explanation.prediction.label
 
@@ -71,7 +71,8 @@ def test_cli_writes_the_overlay(
     out = tmp_path / "overlay.png"
     assert main(["explain", str(digit_file), "--url", vitserve_server, "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["explanation"]["grid"] == [7, 7] and printed["explanation"]["overlay"] == str(out)
+    assert printed["explanation"]["grid"] == [patch_grid()] * 2
+    assert printed["explanation"]["overlay"] == str(out)
     assert Image.open(out).size == (224, 224)
     assert main(["explain", str(tmp_path / "missing.png"), "--url", vitserve_server]) == 2
 

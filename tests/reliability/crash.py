@@ -85,6 +85,10 @@ def kill_inference_while_scoring(
     watcher.join(timeout=130)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     paths = [row.get("path") for row in rows]
+    # The replacement counts itself once its model is loaded, which can come after the run has ended.
+    deadline = time.monotonic() + 60
+    while metric(server.url, "vitserve_inference_worker_starts_total") < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     return CrashReport(
         files=len(files),
         scored=summary.scored,

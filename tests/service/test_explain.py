@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEFAULT_MODEL_DIR
+from tests.conftest import DEFAULT_MODEL_DIR, patch_grid
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.explain_session import ExplainSession
 from vitserve.runtime.predictions import softmax
@@ -72,7 +72,7 @@ def test_explain_returns_the_prediction_map_and_overlay(
     assert body["model"] == classified["model"]
     explanation = body["explanation"]
     assert explanation["method"] == "attention_rollout" and explanation["class_specific"] is False
-    assert explanation["grid"] == [7, 7] and explanation["head_fusion"] == "mean"
+    assert explanation["grid"] == [patch_grid()] * 2 and explanation["head_fusion"] == "mean"
     assert explanation["class"] == {
         "label": label,
         "index": int(label),
