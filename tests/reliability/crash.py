@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.metrics import metric
 from tests.reliability.procs import worker_pids
-from tests.reliability.scrape import metric
 from vitserve.client import Client
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".bmp")

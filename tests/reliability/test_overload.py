@@ -8,8 +8,8 @@ the server has to itself; they are recorded by the script and quoted in docs/rel
 from __future__ import annotations
 
 from tests.conftest import SAMPLES_DIR, running_server
+from tests.metrics import metric
 from tests.reliability.overload import run_overload
-from tests.reliability.scrape import metric
 
 MAX_IN_FLIGHT = 16
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import DEFAULT_MODEL_DIR, patch_grid
+from tests.metrics import scrape, value
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.explain_session import ExplainSession
 from vitserve.runtime.predictions import softmax
@@ -44,20 +44,6 @@ def digit(offline: ExplainSession) -> tuple[bytes, str]:
     raise AssertionError("the model gets none of the first 50 held-out digits right")
 
 
-def scrape(url: str) -> dict[str, float]:
-    series: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            series[name] = series.get(name, 0.0) + float(value)
-    return series
-
-
-def total(metrics: dict[str, float], pattern: str) -> float:
-    regex = re.compile(pattern)
-    return sum(v for k, v in metrics.items() if regex.fullmatch(k))
-
-
 def test_explain_returns_the_prediction_map_and_overlay(
     vitserve_server: str, offline: ExplainSession, digit: tuple[bytes, str]
 ) -> None:
@@ -86,7 +72,7 @@ def test_explain_returns_the_prediction_map_and_overlay(
     assert overlay.format == "PNG" and overlay.size == (224, 224) and overlay.mode == "RGB"
     after = scrape(vitserve_server)
     assert (
-        total(after, "vitserve_explain_seconds_count") == total(before, "vitserve_explain_seconds_count") + 1
+        value(after, "vitserve_explain_seconds_count") == value(before, "vitserve_explain_seconds_count") + 1
     )
 
 
@@ -144,13 +130,13 @@ def test_bad_requests_get_typed_errors_and_are_counted(
     status: int,
     code: str,
 ) -> None:
-    before = total(scrape(vitserve_server), r"vitserve_requests_rejected_total\{.*\}")
+    before = value(scrape(vitserve_server), r"vitserve_requests_rejected_total\{.*\}")
     response = httpx.post(
         f"{vitserve_server}/explain", params=params, files=files or {"image": ("d.png", digit[0])}
     )
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
-    assert total(scrape(vitserve_server), r"vitserve_requests_rejected_total\{.*\}") == before + 1
+    assert value(scrape(vitserve_server), r"vitserve_requests_rejected_total\{.*\}") == before + 1
 
 
 def test_openapi_documents_explain_and_ui_serves_the_demo(vitserve_server: str) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
 
 import httpx
 
 from tests.conftest import SAMPLES_DIR
+from tests.metrics import scrape, value
 
 HISTOGRAMS = (
     "vitserve_decode_seconds",
@@ -15,22 +15,6 @@ HISTOGRAMS = (
     "vitserve_inference_seconds",
     "vitserve_batch_size",
 )
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text format -> {series (name with labels): value}, summed over duplicate series."""
-    series: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        series[name] = series.get(name, 0.0) + float(value)
-    return series
-
-
-def value(metrics: dict[str, float], pattern: str) -> float:
-    regex = re.compile(pattern)
-    return sum(v for k, v in metrics.items() if regex.fullmatch(k))
 
 
 def burst(url: str, n: int, concurrency: int) -> list[int]:
