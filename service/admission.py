@@ -18,6 +18,10 @@ class Admission:
         self.in_flight = 0
         self._gauge = gauge
 
+    def full(self) -> bool:
+        """No room for even one more image: shed before reading the request."""
+        return self.in_flight >= self.limit
+
     def try_acquire(self, n: int) -> bool:
         if n <= 0:
             return True

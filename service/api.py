@@ -57,6 +57,7 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})
 CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 TOP_K_PARAM = {
     "name": "top_k",
@@ -94,10 +95,10 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc)
 
 
-def _overloaded(svc: VitServe) -> ApiError:
+def overloaded_error(svc: VitServe) -> ApiError:
     return ApiError(
         "overloaded",
-        f"{svc.admission.in_flight} images are in flight on this worker (limit {svc.admission.limit}); "
+        f"this worker is at its limit of {svc.admission.limit} images in flight; "
         "retry after the Retry-After seconds",
         retry_after_s=svc.settings.retry_after_s,
     )
@@ -125,8 +126,9 @@ async def _admit_and_classify(
     """Shed, parse, admit the request's images, classify them, release: both classify routes."""
     # Shed before reading the body: an overloaded worker should not even buffer the upload. The slots
     # are taken only once the body is in, so clients trickling bytes cannot hold them (slowloris).
-    if svc.admission.in_flight >= svc.admission.limit:
-        raise _overloaded(svc)
+    # service/front_door.py answers most of these before BentoML's stack; this catches the rest.
+    if svc.admission.full():
+        raise overloaded_error(svc)
     refuse_unknown_query(request, CLASSIFY_QUERY)
     parsed = await parse_image_request(
         request,
@@ -140,7 +142,7 @@ async def _admit_and_classify(
     )
     count = len(parsed.images)
     if not svc.admission.try_acquire(count):
-        raise _overloaded(svc)
+        raise overloaded_error(svc)
     try:
         return await svc.classify_images(parsed.images, parsed.top_k)
     finally:

@@ -22,10 +22,13 @@ from vitserve.runtime.artifact import ArtifactMetadata, read_metadata
 from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
 from vitserve.runtime.predictions import Prediction, top_k_predictions
 from vitserve.runtime.session import ARTIFACT_FILES
+from vitserve.service import front_door
 from vitserve.service.admission import Admission
+from vitserve.service.api import CLASSIFY_PATHS, overloaded_error
 from vitserve.service.api import app as http_app
 from vitserve.service.errors import ApiError, from_decode_error
 from vitserve.service.explain import Explainer
+from vitserve.service.heap import freeze_startup_heap
 from vitserve.service.inference import API_SERVICE_NAME, SETTINGS, Inference, record_dtype
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.shutdown import GracefulShutdown, after_delay
@@ -123,6 +126,8 @@ class VitServe:
                     raise
                 log.info("inference worker not ready for warm-up yet (%r); retrying", exc)
                 await asyncio.sleep(1.0)
+        # Freeze before declaring readiness: everything alive now lives as long as the worker.
+        freeze_startup_heap("API worker")
         self._batching_warm = True
         log.info("batching warm-up done")
 
@@ -222,3 +227,23 @@ class VitServe:
                 **runtime,
             }
         return self._model_info
+
+
+def _refuse_when_full(path: str, requests_in_progress: int) -> front_door.Refusal | None:
+    """The front door's question, asked before BentoML's stack sees a classify request.
+
+    Every request carries at least one image, so requests in progress count against the image limit
+    too; admission then still bounds the images of the ones let in.
+    """
+    try:
+        svc: VitServe = bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None  # no instance yet (start-up): the route itself answers
+    if requests_in_progress < svc.admission.limit and not svc.admission.full():
+        return None
+    error = overloaded_error(svc)
+    svc.metrics.requests_rejected.labels(reason=error.reason).inc()
+    return front_door.Refusal(error.status, error.body(), error.headers())
+
+
+front_door.install(VitServe, CLASSIFY_PATHS, _refuse_when_full)

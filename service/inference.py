@@ -14,7 +14,9 @@ import numpy as np
 
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.batching import cap_batching_wait
+from vitserve.service.heap import freeze_startup_heap
 from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.request_timeout import cancel_request_timers
 from vitserve.service.settings import Settings
 from vitserve.service.shutdown import GracefulShutdown, api_workers_gone
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 SETTINGS = Settings.from_env()
 API_SERVICE_NAME = "vitserve"  # the public service's name (service/app.py), how its workers are found
 cap_batching_wait(SETTINGS.batch_wait_ms / 1000)
+cancel_request_timers()  # both services' workers import this module before building their app
 
 
 def record_dtype(image_size: int) -> np.dtype:
@@ -51,6 +54,9 @@ KEEP_POOL = {"max_requests": 2**62, "max_age": float(2**62)}
     workers=1,
     traffic={"timeout": SETTINGS.request_timeout_s},
     runner_connection=KEEP_POOL,
+    # Every /infer call is one or more public requests that the API worker's access log already
+    # records; logging them again here cost this worker's event loop a line per call.
+    logging={"access": {"enabled": False}},
 )
 class Inference:
     def __init__(self) -> None:
@@ -86,6 +92,7 @@ class Inference:
     @bentoml.on_startup
     def _install_shutdown(self) -> None:
         self.shutdown.install()
+        freeze_startup_heap("inference worker")  # the model and its session are loaded by now
 
     def __is_ready__(self) -> bool:
         return self.ready
