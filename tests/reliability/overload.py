@@ -9,10 +9,13 @@ import asyncio
 import time
 from dataclasses import asdict, dataclass
 
+import uvloop
+
 from tests.reliability.load import LoadResult, closed_loop, open_loop
 from tests.reliability.procs import RssSampler, tree_cpu_s, tree_rss_mib
 
 SHED = (429, 503)
+WARM_UP_S = 3.0  # closed-loop seconds before capacity is measured, and again before recovery is
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class OverloadReport:
     rss_before_mib: float
     rss_peak_mib: float
     rss_after_mib: float
-    recovered_rps: float
+    recovered_first_s_rps: float  # the first WARM_UP_S after the flood, while its connections close
+    recovered_rps: float  # after that, measured like capacity was (which also followed a warm-up)
     recovered_p99_s: float
 
     def lines(self) -> list[str]:
@@ -58,7 +62,7 @@ def run_overload(
     recovery_s: float,
 ) -> OverloadReport:
     # Warm-up: the first seconds after start-up train BentoML's batching cost model.
-    capacity(url, payload, max_in_flight, min(capacity_s, 3.0))
+    capacity(url, payload, max_in_flight, WARM_UP_S)
     at_capacity = capacity(url, payload, max_in_flight, capacity_s)
     base = at_capacity.with_status(200)
     assert len(base) == len(at_capacity.outcomes), f"errors at capacity: {at_capacity.counts()}"
@@ -67,12 +71,18 @@ def run_overload(
     offered = factor * capacity_rps
     server_cpu, client_cpu = tree_cpu_s(root_pid), time.process_time()
     with RssSampler(root_pid, interval_s=0.5) as rss:
-        flood = asyncio.run(open_loop(url, payload, offered, overload_s))
+        # uvloop: this generator shares the machine with the server; the cheaper it is, the less it
+        # takes from what it measures.
+        flood = uvloop.run(open_loop(url, payload, offered, overload_s))
     server_cpu, client_cpu = tree_cpu_s(root_pid) - server_cpu, time.process_time() - client_cpu
     accepted = flood.with_status(200)
     shed = flood.with_status(*SHED)
     other = {k: v for k, v in flood.counts().items() if k not in ("200", "429", "503")}
-    recovery = capacity(url, payload, max_in_flight, recovery_s)
+    recovery = capacity(url, payload, max_in_flight, WARM_UP_S + recovery_s)
+    settling = LoadResult(WARM_UP_S, [o for o in recovery.outcomes if o.started_s < WARM_UP_S])
+    recovered = LoadResult(
+        recovery.duration_s - WARM_UP_S, [o for o in recovery.outcomes if o.started_s >= WARM_UP_S]
+    )
     return OverloadReport(
         max_in_flight=max_in_flight,
         capacity_rps=round(capacity_rps, 1),
@@ -92,6 +102,7 @@ def run_overload(
         rss_before_mib=round(rss_before),
         rss_peak_mib=round(rss.peak_mib),
         rss_after_mib=round(tree_rss_mib(root_pid)),
-        recovered_rps=round(recovery.throughput(), 1),
-        recovered_p99_s=round(LoadResult.quantile(recovery.with_status(200), 0.99), 3),
+        recovered_first_s_rps=round(settling.throughput(), 1),
+        recovered_rps=round(recovered.throughput(), 1),
+        recovered_p99_s=round(LoadResult.quantile(recovered.with_status(200), 0.99), 3),
     )
