@@ -4,8 +4,10 @@
 
 For each held-out digit, the (grid, grid) map is spread evenly over each patch's pixels, then the
 mean mass per stroke pixel (value > threshold) is compared with the mean mass per background pixel.
-The figure is the fraction of digits whose strokes get more mass per pixel. A control with the
-same maps' cells shuffled (so same values, no spatial relation) shows what chance gives.
+The figure is the fraction of digits whose strokes get more mass per pixel. The second figure
+compares totals: the map's mass on the patches holding any stroke pixel against the mass on the
+patches of pure background. A control with the same maps' cells shuffled (so same values, no spatial
+relation) shows what chance gives for each.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +36,11 @@ class SanityResult:
     inside_wins: float  # fraction of digits with more mass per stroke pixel than per background pixel
     shuffled_inside_wins: float  # the same with the map's cells shuffled: the chance level
     median_ratio: float  # median over digits of (mass per stroke pixel) / (mass per background pixel)
+    # The literal reading, totals instead of densities: fraction of digits whose patches holding any
+    # stroke pixel carry more of the map's mass than the patches of pure background.
+    stroke_patches_win: float
+    shuffled_stroke_patches_win: float
+    median_stroke_patch_mass: float  # median share of the map on stroke patches
 
 
 def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> tuple[float, float]:
@@ -50,22 +58,56 @@ def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> 
     return float(pixels[stroke].mean()), float(pixels[~stroke].mean())
 
 
-def measure(
-    session: ExplainSession, images: np.ndarray, head_fusion: str, threshold: int, seed: int = 0
+def stroke_patch_mass(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> float:
+    """Share of the map's mass on the patches that hold at least one stroke pixel."""
+    rows, cols = heatmap.shape
+    height, width = image.shape
+    if height % rows or width % cols:
+        raise ValueError(f"a {rows}x{cols} map does not tile a {height}x{width} image")
+    blocks = image.reshape(rows, height // rows, cols, width // cols)
+    holds_stroke = (blocks > threshold).any(axis=(1, 3))  # (rows, cols)
+    return float(heatmap[holds_stroke].sum() / heatmap.sum())
+
+
+def measure_maps(
+    maps: Iterable[np.ndarray], images: np.ndarray, head_fusion: str, threshold: int, seed: int = 0
 ) -> SanityResult:
+    """The figure for ready-made (grid, grid) maps, one per (H, W) image, in the same order."""
     rng = np.random.default_rng(seed)
     wins, shuffled_wins, ratios = 0, 0, []
-    for image in images:
-        attentions = session.explain(np.repeat(image[..., None], 3, axis=-1)).attentions
-        heatmap = rollout_map(attentions, head_fusion)
+    patch_wins, shuffled_patch_wins, shares = 0, 0, []
+    for heatmap, image in zip(maps, images, strict=True):
         inside, outside = per_pixel_masses(heatmap, image, threshold)
         wins += inside > outside
         ratios.append(inside / outside)
+        share = stroke_patch_mass(heatmap, image, threshold)
+        patch_wins += share > 0.5
+        shares.append(share)
         shuffled = rng.permutation(heatmap.ravel()).reshape(heatmap.shape)
         s_inside, s_outside = per_pixel_masses(shuffled, image, threshold)
         shuffled_wins += s_inside > s_outside
+        shuffled_patch_wins += stroke_patch_mass(shuffled, image, threshold) > 0.5
     count = len(images)
-    return SanityResult(head_fusion, count, wins / count, shuffled_wins / count, float(np.median(ratios)))
+    return SanityResult(
+        head_fusion,
+        count,
+        wins / count,
+        shuffled_wins / count,
+        float(np.median(ratios)),
+        patch_wins / count,
+        shuffled_patch_wins / count,
+        float(np.median(shares)),
+    )
+
+
+def measure(
+    session: ExplainSession, images: np.ndarray, head_fusion: str, threshold: int, seed: int = 0
+) -> SanityResult:
+    maps = (
+        rollout_map(session.explain(np.repeat(image[..., None], 3, axis=-1)).attentions, head_fusion)
+        for image in images
+    )
+    return measure_maps(maps, images, head_fusion, threshold, seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {session.metadata.model_name} {session.metadata.model_version}, {len(images)} held-out digits"
     )
-    print("| head fusion | stroke > background (per pixel) | shuffled-map control | median ratio |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| head fusion | stroke > background (per pixel) | shuffled control | median ratio "
+        "| stroke patches > background patches (total) | shuffled control | median stroke-patch share |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(
-            f"| {r.head_fusion} | {r.inside_wins:.1%} | {r.shuffled_inside_wins:.1%} | {r.median_ratio:.2f} |"
+            f"| {r.head_fusion} | {r.inside_wins:.1%} | {r.shuffled_inside_wins:.1%} | {r.median_ratio:.2f} "
+            f"| {r.stroke_patches_win:.1%} | {r.shuffled_stroke_patches_win:.1%} "
+            f"| {r.median_stroke_patch_mass:.2f} |"
         )
     return 0
 
