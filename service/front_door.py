@@ -83,8 +83,9 @@ class FrontDoor:
         # before anything else runs on the loop. Left to the route, it would be counted only after
         # BentoML's middlewares (its timeout runs the app as a new task), and a wave of requests
         # arriving meanwhile would all get past the door.
-        first: Message | None = await receive()
-        count_if_complete(first)
+        received = await receive()
+        count_if_complete(received)
+        first: Message | None = received
 
         async def receive_and_count() -> Message:
             nonlocal first

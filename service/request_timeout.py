@@ -5,8 +5,9 @@ its TimeoutMiddleware arms a `loop.call_later(timeout, ...)` per request and nev
 timer holds the request's context (OpenTelemetry span, futures) for the full timeout, 60 s by
 default, after the request is long answered: under a 5x flood the collector's oldest generation
 held 105k such objects after 29 s, and every full collection walked them, stopping the event loop
-for 31-93 ms every few seconds (docs/reliability.md). This keeps the behaviour (same status and body) and waits with
-`asyncio.wait(..., timeout=)`, which cancels its timer as soon as the request answers.
+for 31-93 ms every few seconds (docs/reliability.md). This keeps the behaviour (same status and
+body) and waits with `asyncio.wait(..., timeout=)`, which cancels its timer as soon as the request
+answers.
 """
 
 from __future__ import annotations
