@@ -8,12 +8,10 @@ request, measured under a flood (docs/reliability.md). At 5x capacity the reject
 worker's event loop, and the admitted requests queued behind them. Here the answer to a request the
 worker has no room for is two ASGI messages, sent before anything else looks at the request.
 
-The door also counts the classify requests it let in whose body has arrived and whose answer has
-not gone out. Image admission (service/admission.py) counts a request only once its body is parsed,
-so under a flood a whole wave of requests got past a door that asked about admitted images alone,
-each then paying for the full stack to be refused after parsing. A fast client's body is in as the
-route first reads it, so the count rises almost at once; a client still trickling its body is not
-counted, so slow clients cannot fill the worker's places.
+The door also counts the classify requests it let in, until their answer goes out, except while
+their body is still arriving. Image admission (service/admission.py) counts a request only once
+its body is parsed, so under a flood a whole wave of requests got past a door that asked about
+admitted images alone, each then paying for the full stack to be refused after parsing.
 
 What stays true: the body (`{"error": "overloaded", ...}` + Retry-After) and the
 `vitserve_requests_rejected{reason="overloaded"}` count are the routes' own. What a shed request
@@ -59,7 +57,7 @@ class FrontDoor:
         self.app = app
         self.paths = paths
         self.refuse = refuse
-        self.in_progress = 0  # bodies in, answers not out; only touched from the worker's event loop
+        self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
@@ -69,31 +67,24 @@ class FrontDoor:
         if refusal is not None:
             await _answer(send, refusal)
             return
-        counted = False
-
-        def count_if_complete(message: Message) -> None:
-            nonlocal counted
-            # Counted once the whole body is in: a client trickling its body is not yet counted, so
-            # slow clients cannot fill the worker (VITSERVE_BODY_TIMEOUT_S answers them 408).
-            if not counted and message["type"] == "http.request" and not message.get("more_body"):
-                counted = True
-                self.in_progress += 1
-
-        # A fast client's body is already buffered, so this returns at once and the request counts
-        # before anything else runs on the loop. Left to the route, it would be counted only after
-        # BentoML's middlewares (its timeout runs the app as a new task), and a wave of requests
-        # arriving meanwhile would all get past the door.
-        received = await receive()
-        count_if_complete(received)
-        first: Message | None = received
+        # Counted from the door on, so that a wave of requests arriving while this one crosses
+        # BentoML's middlewares (its timeout runs the app as a new task) sees it. Once the route
+        # starts reading the body, the count waits for the whole body: a client trickling its body,
+        # or sending none, is not counted, so slow clients cannot fill the worker's places
+        # (VITSERVE_BODY_TIMEOUT_S answers them 408). A fast client's body is already buffered, so
+        # it is counted again before anything else runs on the loop.
+        self.in_progress += 1
+        counted, body_in = True, False
 
         async def receive_and_count() -> Message:
-            nonlocal first
-            if first is not None:
-                message, first = first, None
-                return message
+            nonlocal counted, body_in
+            if counted and not body_in:
+                counted = False
+                self.in_progress -= 1
             message = await receive()
-            count_if_complete(message)
+            if not body_in and message["type"] == "http.request" and not message.get("more_body"):
+                body_in = counted = True
+                self.in_progress += 1
             return message
 
         async def send_and_release(message: Message) -> None:

@@ -143,3 +143,32 @@ def test_a_body_still_arriving_is_not_counted() -> None:
     asyncio.run(door(scope, receive, send))  # type: ignore[arg-type]
     assert seen == [0, 0, 1]
     assert door.in_progress == 0
+
+
+def test_a_request_counts_from_the_door_until_it_waits_for_its_body() -> None:
+    # Between the door and the route's first read (BentoML's middlewares) the request is counted;
+    # while it waits for a body that is not there yet it is not; once the body is in, it is again.
+    seen: list[int] = []
+    door: FrontDoor
+    body = asyncio.Queue[dict]()
+
+    async def app(scope: object, receive, send) -> None:  # type: ignore[no-untyped-def]
+        seen.append(door.in_progress)  # crossing the middlewares
+        read = asyncio.create_task(receive())
+        await asyncio.sleep(0.01)
+        seen.append(door.in_progress)  # waiting for a body that has not arrived
+        await body.put({"type": "http.request", "body": b"x", "more_body": False})
+        await read
+        seen.append(door.in_progress)  # body in
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    door = FrontDoor(app, frozenset({"/classify"}), lambda path, _: None)  # type: ignore[arg-type]
+
+    async def send(message: dict) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/classify", "headers": []}
+    asyncio.run(door(scope, body.get, send))  # type: ignore[arg-type]
+    assert seen == [1, 0, 1]
+    assert door.in_progress == 0
