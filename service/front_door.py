@@ -23,6 +23,7 @@ bentoml (1.4.40, pinned) gives no hook outside its middleware stack, so `install
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def install(service: Any, paths: frozenset[str], refuse: Refuse) -> None:
     """Serve `service` (a bentoml Service) behind a FrontDoor; other services are left alone."""
     cls = type(service)
     original = getattr(cls.to_asgi, _WRAPPED, cls.to_asgi)
-    if not callable(original):
+    if not callable(original) or "is_main" not in inspect.signature(original).parameters:
         raise RuntimeError("bentoml's Service.to_asgi changed shape; re-check service/front_door.py")
     doors: dict[int, tuple[frozenset[str], Refuse]] = getattr(cls.to_asgi, "doors", {})
     doors[id(service)] = (paths, refuse)
