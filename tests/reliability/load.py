@@ -58,8 +58,8 @@ class LoadResult:
 class Upload:
     """One multipart/form-data body, encoded once and sent as it is by every request.
 
-    Building an aiohttp FormData per request cost this generator a third of a core at 500 req/s, CPU
-    that the server under test, on the same machine, then did not get.
+    This generator shares the machine's cores with the server under test: CPU it spends building an
+    aiohttp FormData per request is CPU the server does not get.
     """
 
     body: bytes
