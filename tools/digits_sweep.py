@@ -30,9 +30,10 @@ import torch
 
 from vitserve.bench.rollout_sanity import STROKE_THRESHOLD, measure_maps
 from vitserve.models import augment
+from vitserve.models.checkpoint import load_checkpoint
 from vitserve.models.evaluate import HELDOUT_FILE, accuracy_report, heldout_pixels, predict_logits
 from vitserve.models.mnist import Digits
-from vitserve.models.train import Cycle, TrainConfig, train
+from vitserve.models.train import LABELS, Cycle, TrainConfig, train
 from vitserve.models.vit import PRESETS, ViT, ViTConfig
 from vitserve.runtime.rollout import HEAD_FUSIONS, rollout_map
 
@@ -87,8 +88,6 @@ def run_candidate(candidate: Candidate, out: Path, device: str, smoke: bool) -> 
         device=device,
     )
     result = train(config)
-    from vitserve.models.checkpoint import load_checkpoint
-
     model = load_checkpoint(folder).model
     heldout = Digits.load(folder / HELDOUT_FILE)
     figures: dict[str, object] = {
@@ -103,7 +102,7 @@ def run_candidate(candidate: Candidate, out: Path, device: str, smoke: bool) -> 
     }
     for variant in ("plain", "photo"):
         logits = predict_logits(model, heldout_pixels(heldout, variant))
-        figures[f"accuracy_{variant}"] = accuracy_report(logits, heldout.labels, ("",) * 10)["accuracy"]
+        figures[f"accuracy_{variant}"] = accuracy_report(logits, heldout.labels, LABELS)["accuracy"]
     plain = heldout_pixels(heldout, "plain")
     for fusion in HEAD_FUSIONS:
         sanity = measure_maps(attention_maps(model, plain, fusion), heldout.images, fusion, STROKE_THRESHOLD)
