@@ -43,15 +43,20 @@ class SanityResult:
     median_stroke_patch_mass: float  # median share of the map on stroke patches
 
 
-def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> tuple[float, float]:
-    """(mass per stroke pixel, mass per background pixel) of a map over a (H, W) grayscale image."""
+def patch_shape(heatmap: np.ndarray, image: np.ndarray) -> tuple[int, int]:
+    """(patch height, patch width) in pixels of a (grid, grid) map laid over a (H, W) image."""
     height, width = image.shape
     rows, cols = heatmap.shape
     if height % rows or width % cols:
         raise ValueError(f"a {rows}x{cols} map does not tile a {height}x{width} image")
-    cell = (height // rows) * (width // cols)
+    return height // rows, width // cols
+
+
+def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> tuple[float, float]:
+    """(mass per stroke pixel, mass per background pixel) of a map over a (H, W) grayscale image."""
+    patch = patch_shape(heatmap, image)
     # Each patch's mass spread evenly over its pixels: (H, W) map that still sums to the map's sum.
-    pixels = np.kron(heatmap, np.ones((height // rows, width // cols))) / cell
+    pixels = np.kron(heatmap, np.ones(patch)) / (patch[0] * patch[1])
     stroke = image > threshold
     if stroke.all() or not stroke.any():
         raise ValueError("the image has no stroke or no background pixels at this threshold")
@@ -60,11 +65,8 @@ def per_pixel_masses(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> 
 
 def stroke_patch_mass(heatmap: np.ndarray, image: np.ndarray, threshold: int) -> float:
     """Share of the map's mass on the patches that hold at least one stroke pixel."""
-    rows, cols = heatmap.shape
-    height, width = image.shape
-    if height % rows or width % cols:
-        raise ValueError(f"a {rows}x{cols} map does not tile a {height}x{width} image")
-    blocks = image.reshape(rows, height // rows, cols, width // cols)
+    (rows, cols), (patch_h, patch_w) = heatmap.shape, patch_shape(heatmap, image)
+    blocks = image.reshape(rows, patch_h, cols, patch_w)
     holds_stroke = (blocks > threshold).any(axis=(1, 3))  # (rows, cols)
     return float(heatmap[holds_stroke].sum() / heatmap.sum())
 
@@ -100,14 +102,14 @@ def measure_maps(
     )
 
 
-def measure(
-    session: ExplainSession, images: np.ndarray, head_fusion: str, threshold: int, seed: int = 0
-) -> SanityResult:
-    maps = (
-        rollout_map(session.explain(np.repeat(image[..., None], 3, axis=-1)).attentions, head_fusion)
-        for image in images
-    )
-    return measure_maps(maps, images, head_fusion, threshold, seed)
+def rollout_maps(session: ExplainSession, images: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Each (H, W) grayscale image explained once, its map under every head fusion."""
+    maps: dict[str, list[np.ndarray]] = {fusion: [] for fusion in HEAD_FUSIONS}
+    for image in images:
+        attentions = session.explain(np.repeat(image[..., None], 3, axis=-1)).attentions
+        for fusion in HEAD_FUSIONS:
+            maps[fusion].append(rollout_map(attentions, fusion))
+    return maps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         images = data["images"][: args.limit]
     if images.ndim != 3 or images.shape[1:] != session.input_shape[:2]:
         parser.error(f"want grayscale held-out images of {session.input_shape[:2]}, got {images.shape[1:]}")
-    results = [measure(session, images, fusion, args.threshold) for fusion in HEAD_FUSIONS]
+    maps = rollout_maps(session, images)
+    results = [measure_maps(maps[fusion], images, fusion, args.threshold) for fusion in HEAD_FUSIONS]
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0

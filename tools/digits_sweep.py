@@ -63,16 +63,17 @@ CANDIDATES = (
 )
 
 
-def attention_maps(model: ViT, pixels: np.ndarray, head_fusion: str, batch: int = 250) -> list[np.ndarray]:
-    """Rollout maps of uint8 (N, H, W, 3) images from the model's manual attention path."""
-    maps: list[np.ndarray] = []
+def attention_maps(model: ViT, pixels: np.ndarray, batch: int = 250) -> dict[str, list[np.ndarray]]:
+    """Rollout maps of uint8 (N, H, W, 3) images from the model's manual attention path, per fusion."""
+    maps: dict[str, list[np.ndarray]] = {fusion: [] for fusion in HEAD_FUSIONS}
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(pixels), batch):
             x = augment.pixels_to_input(pixels[start : start + batch])
             _, attentions = model.forward_features(x, return_attention=True)
             stacked = torch.stack(attentions, dim=1).numpy()  # (B, L, H, T, T)
-            maps.extend(rollout_map(one, head_fusion) for one in stacked)
+            for fusion in HEAD_FUSIONS:
+                maps[fusion].extend(rollout_map(one, fusion) for one in stacked)
     return maps
 
 
@@ -103,9 +104,9 @@ def run_candidate(candidate: Candidate, out: Path, device: str, smoke: bool) -> 
     for variant in ("plain", "photo"):
         logits = predict_logits(model, heldout_pixels(heldout, variant))
         figures[f"accuracy_{variant}"] = accuracy_report(logits, heldout.labels, LABELS)["accuracy"]
-    plain = heldout_pixels(heldout, "plain")
+    maps = attention_maps(model, heldout_pixels(heldout, "plain"))
     for fusion in HEAD_FUSIONS:
-        sanity = measure_maps(attention_maps(model, plain, fusion), heldout.images, fusion, STROKE_THRESHOLD)
+        sanity = measure_maps(maps[fusion], heldout.images, fusion, STROKE_THRESHOLD)
         figures[f"rollout_{fusion}"] = asdict(sanity)
     return figures
 
