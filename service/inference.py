@@ -92,7 +92,10 @@ class Inference:
     @bentoml.on_startup
     def _install_shutdown(self) -> None:
         self.shutdown.install()
-        freeze_startup_heap("inference worker")  # the model and its session are loaded by now
+
+    @bentoml.on_startup
+    def _freeze_heap(self) -> None:
+        freeze_startup_heap("inference worker")  # __init__ has loaded the model and warmed its session
 
     def __is_ready__(self) -> bool:
         return self.ready
