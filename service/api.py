@@ -7,20 +7,19 @@ BentoML merges it into its own document and keeps /livez, /readyz and /metrics.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import bentoml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from vitserve.runtime.predictions import Prediction
+from vitserve.service.classify import ClassifyFlow, ItemResult
+from vitserve.service.context import context_of
 from vitserve.service.errors import ApiError
 from vitserve.service.explain import router as explain_router
 from vitserve.service.requests import parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
-
-if TYPE_CHECKING:
-    from vitserve.service.app import ItemResult, VitServe
+from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +67,6 @@ TOP_K_PARAM = {
 }
 
 
-def _service() -> VitServe:
-    return bentoml.get_current_service()  # type: ignore[no-any-return]
-
-
 def _prediction_body(prediction: Prediction) -> dict[str, Any]:
     return {
         "label": prediction.label,
@@ -80,8 +75,8 @@ def _prediction_body(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def _model_ref(svc: VitServe) -> dict[str, str]:
-    return {"name": svc.metadata.model_name, "version": svc.metadata.model_version}
+def _model_ref(flow: ClassifyFlow) -> dict[str, str]:
+    return {"name": flow.metadata.model_name, "version": flow.metadata.model_version}
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -89,19 +84,9 @@ def error_response(exc: ApiError) -> JSONResponse:
 
 
 @app.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    svc = _service()
-    svc.metrics.requests_rejected.labels(reason=exc.reason).inc()
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    context_of(request).flow.metrics.rejected(exc.reason)
     return error_response(exc)
-
-
-def overloaded_error(svc: VitServe) -> ApiError:
-    return ApiError(
-        "overloaded",
-        f"this worker is at its limit of {svc.admission.limit} images in flight; "
-        "retry after the Retry-After seconds",
-        retry_after_s=svc.settings.retry_after_s,
-    )
 
 
 @app.post(
@@ -112,41 +97,35 @@ def overloaded_error(svc: VitServe) -> ApiError:
     summary="Classify one image (multipart field `image`, or the raw image as the body)",
 )
 async def classify(request: Request) -> JSONResponse:
-    svc = _service()
-    (result,) = await _admit_and_classify(svc, request, field="image", many=False, max_images=1)
+    flow = context_of(request).flow
+    (result,) = await _parse_and_classify(request, field="image", many=False, max_images=1)
     if result.error is not None:
-        return error_response(result.error)  # already counted as rejected by classify_images
+        return error_response(result.error)  # already counted as rejected by the flow
     assert result.prediction is not None
-    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(svc)})
+    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(flow)})
 
 
-async def _admit_and_classify(
-    svc: VitServe, request: Request, field: str, many: bool, max_images: int
-) -> list[ItemResult]:
-    """Shed, parse, admit the request's images, classify them, release: both classify routes."""
-    # Shed before reading the body: an overloaded worker should not even buffer the upload. The slots
-    # are taken only once the body is in, so clients trickling bytes cannot hold them (slowloris).
-    # service/front_door.py answers most of these before BentoML's stack; this catches the rest.
-    if svc.admission.full():
-        raise overloaded_error(svc)
+async def _parse_and_classify(request: Request, field: str, many: bool, max_images: int) -> list[ItemResult]:
+    """Shed, parse, then hand the images to the classify flow: both classify routes."""
+    context = context_of(request)
+    flow, settings = context.flow, context.settings
+    # Shed before reading the body: an overloaded worker should not even buffer the upload. Images
+    # are admitted only once the body is in, so clients trickling bytes cannot hold places
+    # (slowloris). The front door answers most of these before the route runs; this catches the rest.
+    if flow.admission.full():
+        raise flow.overloaded()
     refuse_unknown_query(request, CLASSIFY_QUERY)
     parsed = await parse_image_request(
         request,
         field=field,
         many=many,
-        max_bytes=svc.settings.max_body_bytes,
-        body_timeout_s=svc.settings.body_timeout_s,
+        max_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         max_images=max_images,
-        default_top_k=svc.settings.default_top_k,
-        num_classes=svc.metadata.num_classes,
+        default_top_k=settings.default_top_k,
+        num_classes=flow.metadata.num_classes,
     )
-    count = len(parsed.images)
-    if not svc.admission.try_acquire(count):
-        raise overloaded_error(svc)
-    try:
-        return await svc.classify_images(parsed.images, parsed.top_k)
-    finally:
-        svc.admission.release(count)
+    return await flow.classify(parsed.images, parsed.top_k)
 
 
 @app.post(
@@ -157,18 +136,39 @@ async def _admit_and_classify(
     summary="Classify several images (repeated multipart field `images`); results in the order sent",
 )
 async def classify_batch(request: Request) -> JSONResponse:
-    svc = _service()
-    limit = svc.settings.max_batch_images
-    results = await _admit_and_classify(svc, request, field="images", many=True, max_images=limit)
+    context = context_of(request)
+    limit = context.settings.max_batch_images
+    results = await _parse_and_classify(request, field="images", many=True, max_images=limit)
     items = [
         _prediction_body(r.prediction) if r.prediction is not None else r.error.body()  # type: ignore[union-attr]
         for r in results
     ]
-    return JSONResponse({"results": items, "model": _model_ref(svc)})
+    return JSONResponse({"results": items, "model": _model_ref(context.flow)})
 
 
 @app.get(
     "/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served"
 )
-async def model(_: Request) -> JSONResponse:
-    return JSONResponse(await _service().model_info())
+async def model(request: Request) -> JSONResponse:
+    context = context_of(request)
+    return JSONResponse(model_info(context.flow, context.settings))
+
+
+def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
+    meta = flow.metadata
+    pre = meta.preprocessing
+    return {
+        "name": meta.model_name,
+        "version": meta.model_version,
+        "labels": list(meta.labels),
+        "input_size": [pre.image_size, pre.image_size],
+        "preprocessing": {
+            "crop_pct": pre.crop_pct,
+            "interpolation": pre.interpolation,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+        },
+        "fused_attention": meta.fused_attention,
+        "max_batch_images": settings.max_batch_images,
+        **flow.model.info(),
+    }
