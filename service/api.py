@@ -1,7 +1,9 @@
-"""The public HTTP routes, as a FastAPI app mounted into the BentoML service.
+"""The public HTTP routes, installed into the FastAPI app that service/app.py mounts into BentoML.
 
 FastAPI gives each route an OpenAPI entry that matches what it really returns, error bodies included;
-BentoML merges it into its own document and keeps /livez, /readyz and /metrics.
+BentoML merges it into its own document and keeps /livez, /readyz and /metrics. The routes are
+installed by each worker at start-up (`install_routes`), so that BentoML's arbiter, which imports
+service/app.py to read the service's configuration, never imports this module and what it needs.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from vitserve.runtime.predictions import Prediction
 from vitserve.service.classify import ClassifyFlow, ItemResult
-from vitserve.service.context import context_of
+from vitserve.service.context import RouteContext, context_of, hand_over
 from vitserve.service.errors import ApiError
 from vitserve.service.explain import router as explain_router
 from vitserve.service.requests import parse_image_request, refuse_unknown_query
@@ -23,13 +25,7 @@ from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-app = FastAPI(
-    title="vitserve",
-    description="Vision Transformer image classification with adaptive batching.",
-    docs_url=None,
-    redoc_url=None,
-)
-app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+router = APIRouter()
 
 IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 
@@ -56,7 +52,6 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})
 CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 TOP_K_PARAM = {
     "name": "top_k",
@@ -83,13 +78,12 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
-@app.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     context_of(request).flow.metrics.rejected(exc.reason)
     return error_response(exc)
 
 
-@app.post(
+@router.post(
     "/classify",
     response_model=Classification,
     responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
@@ -128,7 +122,7 @@ async def _parse_and_classify(request: Request, field: str, many: bool, max_imag
     return await flow.classify(parsed.images, parsed.top_k)
 
 
-@app.post(
+@router.post(
     "/classify_batch",
     response_model=BatchClassification,
     responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
@@ -146,7 +140,7 @@ async def classify_batch(request: Request) -> JSONResponse:
     return JSONResponse({"results": items, "model": _model_ref(context.flow)})
 
 
-@app.get(
+@router.get(
     "/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served"
 )
 async def model(request: Request) -> JSONResponse:
@@ -172,3 +166,11 @@ def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
         "max_batch_images": settings.max_batch_images,
         **flow.model.info(),
     }
+
+
+def install_routes(app: FastAPI, context: RouteContext) -> None:
+    """Give the mounted app its routes and hand them the service's objects (a worker, at start-up)."""
+    app.include_router(router)
+    app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    hand_over(app, context)

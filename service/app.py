@@ -6,69 +6,38 @@ One image, socket to JSON:
   decode in a thread, batch) → Batcher (runtime/batcher.py: the images of concurrent requests, one
   ONNX Runtime call in the model's thread) → top-k (runtime/predictions.py) → JSON.
 Everything else (/explain, /model, probes, /metrics, /docs.json) crosses BentoML's own stack.
+
+BentoML's arbiter imports this module too, to read the service's configuration: what only a worker
+needs (the routes, numpy, Pillow, ONNX Runtime) is imported in the worker, in `VitServe.__init__`.
 """
 
 from __future__ import annotations
 
-import logging
-
 import bentoml
+from fastapi import FastAPI
 
-from vitserve.service import api
-from vitserve.service.admission import Admission
-from vitserve.service.classify import ClassifyFlow, Model
-from vitserve.service.context import RouteContext, hand_over
-from vitserve.service.explain import Explainer
-from vitserve.service.front_door import FrontDoor, Refusal, Scope
+from vitserve.service.front_door import FrontDoor
 from vitserve.service.heap import freeze_startup_heap
 from vitserve.service.logs import enable_vitserve_logging
-from vitserve.service.metrics import ServiceMetrics
-from vitserve.service.model_channel import RemoteModel, read_hello
 from vitserve.service.model_server import model_server_service
 from vitserve.service.outer_app import wrap_service_app
 from vitserve.service.request_timeout import cancel_request_timers
 from vitserve.service.settings import Settings
 from vitserve.service.shutdown import GracefulShutdown, after_delay
 
-access_log = logging.getLogger("vitserve.access")
-
 API_SERVICE_NAME = "vitserve"
+CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})  # what the front door serves itself
 # BentoML reads a service's worker count and timeout from its decorator, at import: the settings are
 # read here, once, and passed to everything below.
 SETTINGS = Settings.from_env()
-DOOR = FrontDoor(api.app, api.CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s)
-
-
-class Gatekeeper:
-    """The front door's questions, answered by the classify flow; and what BentoML's stack would record.
-
-    The access log keeps BentoML's line format (`(status=429,...)`), so that a log search written
-    for BentoML's lines still finds the classify requests.
-    """
-
-    def __init__(self, flow: ClassifyFlow) -> None:
-        self.flow = flow
-
-    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
-        error = self.flow.refusal(requests_in_progress)
-        if error is None:
-            return None
-        self.flow.metrics.rejected(error.reason)
-        return Refusal(error.status, error.body(), error.headers())
-
-    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
-        self.flow.metrics.request_done(scope["path"], status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                "%s:%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
-                *client,
-                scope.get("scheme", "http"),
-                scope["method"],
-                scope["path"],
-                status,
-                1000 * seconds,
-            )
+# Mounted now, given its routes by each worker at start-up (service/api.py's install_routes).
+HTTP_APP = FastAPI(
+    title="vitserve",
+    description="Vision Transformer image classification with adaptive batching.",
+    docs_url=None,
+    redoc_url=None,
+)
+DOOR = FrontDoor(HTTP_APP, CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s)
 
 
 @bentoml.service(
@@ -76,49 +45,24 @@ class Gatekeeper:
     workers=SETTINGS.api_workers,
     traffic={"timeout": SETTINGS.request_timeout_s},
 )
-@bentoml.asgi_app(api.app, path="/")
+@bentoml.asgi_app(HTTP_APP, path="/")
 class VitServe:
     if SETTINGS.api_workers > 1:  # the images of every API worker meet in the model server's batches
         model_server = bentoml.depends(model_server_service(SETTINGS, API_SERVICE_NAME))
 
     def __init__(self) -> None:
+        from vitserve.service.api import install_routes
+        from vitserve.service.context import RouteContext
+        from vitserve.service.worker import build_worker
+
         enable_vitserve_logging()
-        settings = SETTINGS
-        metrics = ServiceMetrics.create()
-        model = self._load_model(settings, metrics)
-        meta = model.metadata
-        self.flow = ClassifyFlow(
-            model,
-            Admission(settings.max_in_flight, metrics.in_flight_images),
-            metrics,
-            settings.decode_limits(),
-            decode_threads=settings.decode_threads,
-            retry_after_s=settings.retry_after_s,
-        )
-        explainer = Explainer(settings.model_dir, meta)  # loads its own model on the first /explain
-        hand_over(api.app, RouteContext(settings, self.flow, explainer))
-        DOOR.open(Gatekeeper(self.flow))
+        worker = build_worker(SETTINGS)
+        self.flow = worker.flow
+        install_routes(HTTP_APP, RouteContext(SETTINGS, worker.flow, worker.explainer))
+        DOOR.open(worker.gatekeeper)
         self.shutdown = GracefulShutdown(
-            "API worker", after_delay(settings.shutdown_delay_s), deadline_s=settings.shutdown_delay_s
+            "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
         )
-
-    @staticmethod
-    def _load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
-        if settings.api_workers > 1:
-            # The session lives in the model server (service/model_server.py); its hello frame
-            # carries the artifact's metadata and what the session runs on.
-            hello = read_hello(settings.model_socket, deadline_s=5 * settings.request_timeout_s)
-            return RemoteModel(
-                settings.model_socket, hello, attempts=3, on_retry=metrics.inference_retries.inc
-            )
-        # Imported here, in the worker: BentoML's arbiter process imports this module too, and ONNX
-        # Runtime would add ~45 MiB to a process that never runs a model.
-        from vitserve.service.model import LocalModel
-
-        model = LocalModel(settings, observer=metrics)  # loads and warms up the session: seconds
-        metrics.inference_worker_starts.inc()
-        metrics.record_model(model)
-        return model
 
     def __is_ready__(self) -> bool:
         # The model was loaded and warmed up in __init__. After SIGTERM readiness fails while the

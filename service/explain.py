@@ -134,8 +134,8 @@ class Explainer:
         self.in_flight -= 1
 
     def session(self) -> ExplainSession:
-        # Imported on first use: BentoML's arbiter imports this module too, and ONNX Runtime would
-        # add ~45 MiB to a process that never runs a model.
+        # Imported on first use: with several API workers the model lives in the model server, and
+        # ONNX Runtime would add ~30 MiB to every API worker that never gets an /explain.
         from vitserve.runtime.explain_session import ExplainArtifactError, ExplainSession
 
         with self._load_lock:

@@ -13,7 +13,6 @@ import bentoml
 from vitserve.service.heap import freeze_startup_heap
 from vitserve.service.logs import enable_vitserve_logging
 from vitserve.service.metrics import ServiceMetrics
-from vitserve.service.model_channel import ChannelServer
 from vitserve.service.settings import Settings
 from vitserve.service.shutdown import GracefulShutdown, api_workers_gone
 
@@ -31,7 +30,9 @@ def model_server_service(settings: Settings, api_service_name: str) -> type:
     )
     class ModelServer:
         def __init__(self) -> None:
-            from vitserve.service.model import LocalModel  # only this process loads ONNX Runtime
+            # Imported in this worker only (service/app.py says why).
+            from vitserve.service.model import LocalModel
+            from vitserve.service.model_channel import ChannelServer
 
             enable_vitserve_logging()
             metrics = ServiceMetrics.create()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import vitserve.models
 from vitserve.runtime.artifact import PRECISIONS
-from vitserve.runtime.decode import DecodeLimits
 
 PREFIX = "VITSERVE_"
 DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
@@ -103,9 +102,6 @@ class Settings:
     def model_socket(self) -> Path:
         """Where the model server listens when there are several API workers (one per port)."""
         return Path(tempfile.gettempdir()) / f"vitserve-{self.port}" / "model.sock"
-
-    def decode_limits(self) -> DecodeLimits:
-        return DecodeLimits(max_bytes=self.max_body_bytes, max_pixels=self.max_pixels)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
