@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vitserve.bench.serve import BenchConfig
+    from vitserve.bench.serve import BenchConfig, ServerSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +65,13 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the peers' batching window")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop run at half capacity")
+    parser.add_argument(
+        "--vitserve-variant",
+        action="append",
+        default=[],
+        metavar="LABEL:VITSERVE_X=V[,...]",
+        help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN_WAIT=1 (repeatable)",
+    )
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -89,6 +96,13 @@ def _load_flags(config: BenchConfig) -> list[str]:
     flags += ["--threads", str(config.threads), "--max-batch-size", str(config.max_batch_size)]
     flags += ["--batch-wait-ms", f"{config.batch_wait_ms:g}", "--precision", config.precision]
     return flags + ([] if config.half_load else ["--no-half-load"])
+
+
+def _variants(args: argparse.Namespace) -> tuple[list[ServerSpec], list[str]]:
+    from vitserve.bench.peers import vitserve_variant
+
+    specs = [vitserve_variant(v) for v in args.vitserve_variant]
+    return specs, [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
 
 
 def register_serve(group: argparse._SubParsersAction) -> None:
@@ -140,11 +154,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from vitserve.bench.workloads import digits
 
     config = _config(args)
-    _print_header(["vitserve", "bench", "serve", *map(str, args.model_dirs), *_load_flags(config)], config)
+    variants, flags = _variants(args)
+    command = ["vitserve", "bench", "serve", *map(str, args.model_dirs), *_load_flags(config), *flags]
+    _print_header(command, config)
     sample = digits()
     # The shipped model's sample image fits any model: it is resized like any upload.
     workloads = [(d, (sample.image, sample.media_type), sample.description) for d in args.model_dirs]
-    for report in run(workloads, [VITSERVE, NAIVE], config):
+    for report in run(workloads, [VITSERVE, *variants, NAIVE], config):
         print()
         print(markdown(report, config))
     return 0
@@ -156,14 +172,15 @@ def run_peers(args: argparse.Namespace) -> int:
     from vitserve.bench.workloads import WORKLOADS
 
     config = _config(args)
+    variants, flags = _variants(args)
     command = ["vitserve", "bench", "peers", "--workloads", *args.workloads, "--peers", *args.peers]
-    _print_header([*command, *_load_flags(config)], config)
+    _print_header([*command, *_load_flags(config), *flags], config)
     peers, missing = available(args.peers)
     workloads = []
     for name in args.workloads:
         w = WORKLOADS[name]()
         workloads.append((w.model_dir, (w.image, w.media_type), w.description))
-    for report in run(workloads, [VITSERVE, NAIVE, *peers], config, unavailable=missing):
+    for report in run(workloads, [VITSERVE, *variants, NAIVE, *peers], config, unavailable=missing):
         print()
         print(markdown(report, config))
     return 0

@@ -90,6 +90,23 @@ VITSERVE = ServerSpec(
     upload=multipart,
 )
 
+
+def vitserve_variant(spec: str) -> ServerSpec:
+    """`LABEL:VAR=VALUE,VAR=VALUE` -> vitserve with those VITSERVE_* settings, named vitserve[LABEL]."""
+    label, _, assignments = spec.partition(":")
+    extra = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+    if not label or not extra or not all(k.startswith("VITSERVE_") for k in extra):
+        raise ValueError(f"expected LABEL:VITSERVE_X=1[,VITSERVE_Y=2], got {spec!r}")
+    return ServerSpec(
+        name=f"vitserve[{label}]",
+        command=VITSERVE.command,
+        env=lambda model_dir, port, config: {**_vitserve_env(model_dir, port, config), **extra},
+        ready_path=VITSERVE.ready_path,
+        classify_path=VITSERVE.classify_path,
+        upload=VITSERVE.upload,
+    )
+
+
 NAIVE = ServerSpec(
     name="naive",
     command=lambda model_dir, port, config: [

@@ -452,11 +452,13 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
         )
         lines.append(f"- vitserve / naive server CPU per image: {cpu}")
     peak = max(vs.values(), key=lambda p: p.images_per_s)
+    # The bare session's best of batch 1 and the largest batch: on some CPUs a large batch is not faster.
+    ceiling = max(report.model_only_b1, report.model_only_batch)
     lines.append(
-        f"- vitserve at saturation / model-only at batch {config.max_batch_size}: "
-        f"{peak.images_per_s / report.model_only_batch:.0%} (c={peak.concurrency})"
+        f"- vitserve at saturation / model-only (best of batch 1 and {config.max_batch_size}): "
+        f"{peak.images_per_s / ceiling:.0%} (c={peak.concurrency})"
     )
-    peers = [n for n in ok if n not in ("vitserve", "naive")]
+    peers = [n for n in ok if n != "naive" and not n.startswith("vitserve")]
     for c in vs:
         best = [(median_points(ok[n]), n) for n in peers]
         rivals = [(next((p.images_per_s for p in pts if p.concurrency == c), 0.0), n) for pts, n in best]

@@ -49,6 +49,12 @@ class Settings:
     api_workers: int = 1  # processes that parse and decode requests
     decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
+    # 1 lets ORT's intra-op threads spin-wait for work instead of sleeping: a faster batch of one on
+    # an otherwise idle machine, but cores burnt that decoding and HTTP parsing need (docs/benchmarks.md).
+    ort_spin_wait: int = 0
+    # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
+    # vitserve_requests_total / vitserve_request_seconds metrics.
+    access_log: int = 1
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.
@@ -87,6 +93,9 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
+        for name in ("ort_spin_wait", "access_log"):
+            if getattr(self, name) not in (0, 1):
+                raise SettingsError(f"{PREFIX}{name.upper()} must be 0 or 1, got {getattr(self, name)}")
         for name in ("retry_after_s", "intra_op_threads", "batch_wait_ms", "shutdown_delay_s"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")

@@ -29,8 +29,9 @@ class Gatekeeper:
     BentoML's lines still finds the classify requests.
     """
 
-    def __init__(self, flow: ClassifyFlow) -> None:
+    def __init__(self, flow: ClassifyFlow, log_access: bool) -> None:
         self.flow = flow
+        self.log_access = log_access
 
     def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
         error = self.flow.refusal(requests_in_progress)
@@ -41,7 +42,7 @@ class Gatekeeper:
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
         self.flow.metrics.request_done(scope["path"], status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
+        if self.log_access and access_log.isEnabledFor(logging.INFO):
             client = scope.get("client") or ("-", 0)
             access_log.info(
                 "%s:%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
@@ -90,4 +91,4 @@ def build_worker(settings: Settings) -> Worker:
         retry_after_s=settings.retry_after_s,
     )
     explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
-    return Worker(flow, explainer, Gatekeeper(flow))
+    return Worker(flow, explainer, Gatekeeper(flow, log_access=bool(settings.access_log)))
