@@ -21,6 +21,7 @@ import importlib.util
 import json
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from vitserve.bench.serve import BenchConfig, ServerSpec
@@ -119,44 +120,32 @@ NAIVE = ServerSpec(
 )
 
 
-def _module_command(module: str) -> ServerSpec.command.__class__:  # type: ignore[name-defined]
-    return lambda model_dir, port, config: [
-        sys.executable,
-        "-m",
-        module,
-        *_common_args(model_dir, port, config),
-    ]
+def _peer(
+    name: str, ready_path: str, classify_path: str, upload: Callable[[bytes, str], Upload]
+) -> ServerSpec:
+    """A peer started as `python -m vitserve.bench.peer_NAME` with the benchmark's arguments."""
+    module = f"vitserve.bench.peer_{name}"
+    return ServerSpec(
+        name=name,
+        command=lambda model_dir, port, config: [
+            sys.executable,
+            "-m",
+            module,
+            *_common_args(model_dir, port, config),
+        ],
+        ready_path=ready_path,
+        classify_path=classify_path,
+        upload=upload,
+    )
 
 
 PEERS = {
-    "bentoml": ServerSpec(
-        name="bentoml",
-        command=_module_command("vitserve.bench.peer_bentoml"),
-        ready_path="/readyz",
-        classify_path="/classify",
-        upload=multipart,
+    "bentoml": _peer("bentoml", "/readyz", "/classify", multipart),
+    "litserve": _peer("litserve", "/health", "/predict", multipart),
+    "pytriton": _peer(
+        "pytriton", "/v2/models/classifier/ready", "/v2/models/classifier/infer", triton_binary
     ),
-    "litserve": ServerSpec(
-        name="litserve",
-        command=_module_command("vitserve.bench.peer_litserve"),
-        ready_path="/health",
-        classify_path="/predict",
-        upload=multipart,
-    ),
-    "pytriton": ServerSpec(
-        name="pytriton",
-        command=_module_command("vitserve.bench.peer_pytriton"),
-        ready_path="/v2/models/classifier/ready",
-        classify_path="/v2/models/classifier/infer",
-        upload=triton_binary,
-    ),
-    "ray": ServerSpec(
-        name="ray",
-        command=_module_command("vitserve.bench.peer_ray"),
-        ready_path="/classify",  # GET: the replica answers once it is up
-        classify_path="/classify",
-        upload=multipart,
-    ),
+    "ray": _peer("ray", "/classify", "/classify", multipart),  # GET /classify: the replica is up
 }
 
 

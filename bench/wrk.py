@@ -30,6 +30,16 @@ for line in io.lines(os.getenv("VITSERVE_WRK_HEADERS")) do
   wrk.headers[name] = value
 end
 
+-- With VITSERVE_WRK_THINK_MS each connection pauses a random (exponential) time of that mean after
+-- each answer, so that many connections together arrive like independent users at a set rate.
+local think = tonumber(os.getenv("VITSERVE_WRK_THINK_MS") or "")
+if think then
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
+  delay = function()
+    return -think * math.log(1 - math.random())
+  end
+end
+
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -97,15 +107,23 @@ def wrk_binary() -> str:
 
 
 def run_wrk(
-    url: str, upload: Upload, concurrency: int, duration_s: float, timeout_s: float = 30
+    url: str,
+    upload: Upload,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 30,
+    think_ms: float | None = None,
 ) -> WrkResult:
-    """`concurrency` connections, each sending its next request as soon as its last is answered."""
+    """`concurrency` connections, each sending its next request as soon as its last is answered, or
+    (think_ms) after a random pause of that mean: latency then excludes the pause."""
     with tempfile.TemporaryDirectory(prefix="vitserve-wrk-") as tmp:
         script, body, headers = Path(tmp) / "post.lua", Path(tmp) / "body", Path(tmp) / "headers"
         script.write_text(LUA)
         body.write_bytes(upload.body)
         headers.write_text("".join(f"{k}: {v}\n" for k, v in upload.headers.items()))
         env = {**os.environ, "VITSERVE_WRK_BODY": str(body), "VITSERVE_WRK_HEADERS": str(headers)}
+        if think_ms is not None:
+            env["VITSERVE_WRK_THINK_MS"] = f"{think_ms:g}"
         # One thread drives every connection: at these rates it is far from busy, and a second
         # thread would only take a core from the server.
         # wrk takes whole seconds only.

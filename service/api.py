@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse
 
 from vitserve.runtime.predictions import Prediction
 from vitserve.service.classify import ClassifyFlow, ItemResult
-from vitserve.service.context import RouteContext, context_of, hand_over
+from vitserve.service.context import context_of, hand_over
 from vitserve.service.errors import ApiError
 from vitserve.service.explain import router as explain_router
 from vitserve.service.requests import parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
 from vitserve.service.settings import Settings
+from vitserve.service.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,9 @@ def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
     }
 
 
-def install_routes(app: FastAPI, context: RouteContext) -> None:
-    """Give the mounted app its routes and hand them the service's objects (a worker, at start-up)."""
+def install_routes(app: FastAPI, worker: Worker) -> None:
+    """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
     app.include_router(router)
     app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
-    hand_over(app, context)
+    hand_over(app, worker)

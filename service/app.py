@@ -52,13 +52,12 @@ class VitServe:
 
     def __init__(self) -> None:
         from vitserve.service.api import install_routes
-        from vitserve.service.context import RouteContext
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()
         worker = build_worker(SETTINGS)
         self.flow = worker.flow
-        install_routes(HTTP_APP, RouteContext(SETTINGS, worker.flow, worker.explainer))
+        install_routes(HTTP_APP, worker)
         DOOR.open(worker.gatekeeper)
         self.shutdown = GracefulShutdown(
             "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s

@@ -57,6 +57,9 @@ class Gatekeeper:
 
 @dataclass(frozen=True)
 class Worker:
+    """What the routes (service/context.py) and the front door are handed."""
+
+    settings: Settings
     flow: ClassifyFlow
     explainer: Explainer
     gatekeeper: Gatekeeper
@@ -91,4 +94,4 @@ def build_worker(settings: Settings) -> Worker:
         retry_after_s=settings.retry_after_s,
     )
     explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
-    return Worker(flow, explainer, Gatekeeper(flow, log_access=bool(settings.access_log)))
+    return Worker(settings, flow, explainer, Gatekeeper(flow, log_access=bool(settings.access_log)))
