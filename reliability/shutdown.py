@@ -24,14 +24,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=int, default=2, help="VITSERVE_SHUTDOWN_DELAY_S")
-    parser.add_argument("--load-seconds", type=float, default=5.0, help="load before SIGTERM")
+    parser.add_argument("--answered-before", type=int, default=1000, help="answers before SIGTERM")
     args = parser.parse_args()
     payload = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
     lost = 0
     for round_ in range(1, args.rounds + 1):
         server = ServerProcess(env={"VITSERVE_SHUTDOWN_DELAY_S": str(args.delay)}).start()
         try:
-            report = sigterm_under_load(server, payload, args.concurrency, args.load_seconds)
+            report = sigterm_under_load(server, payload, args.concurrency, args.answered_before)
         finally:
             server.stop()
         lost += sum(report.lost.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -20,6 +21,18 @@ DEFAULT_MODEL_DIR = Path(os.environ.get("VITSERVE_TEST_MODEL_DIR", REPO / "model
 SAMPLES_DIR = DEFAULT_MODEL_DIR / "samples"
 
 
+@functools.cache
+def host_providers() -> list[str]:
+    """The providers a session on this host really gets: CUDA first where a GPU is usable, else the CPU.
+
+    Asked of ONNX Runtime with a probe session of its own, never assumed: the suite runs on CPU and GPU
+    machines alike, and the service must report what the host has.
+    """
+    from vitserve.export.verify import cuda_usable  # imports torch: only the tests that ask pay for it
+
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_usable() else ["CPUExecutionProvider"]
+
+
 def patch_grid(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
     """Patches per side of a vitserve checkpoint folder: the side of its attention-rollout map."""
     vit = json.loads((model_dir / "config.json").read_text())["vit"]
@@ -32,6 +45,7 @@ __all__ = [
     "SAMPLES_DIR",
     "ServerProcess",
     "free_port",
+    "host_providers",
     "patch_grid",
     "running_server",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,7 @@ class Recorded:
 
     paths: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() when each request was read
 
 
 # (status, headers, JSON body) the stub answers, in order; the last one repeats.
@@ -65,6 +67,7 @@ def stub_server() -> Iterator[Callable[[Script], StubServer]]:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length) if length else b""
                 with lock:
+                    recorded.arrived.append(time.monotonic())
                     recorded.paths.append(self.path)
                     recorded.bodies.append(body)
                     status, headers, payload = script.pop(0) if len(script) > 1 else script[0]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.gate import GatedProxy
 from tests.metrics import metric
 from tests.reliability.procs import worker_pids
 from vitserve.client import Client
@@ -56,31 +57,38 @@ def make_folder(root: Path, copies: int) -> list[Path]:
 
 
 def kill_inference_while_scoring(
-    server: ServerProcess, folder: Path, out: Path, copies: int, kill_after_s: float, retries: int = 30
+    server: ServerProcess, folder: Path, out: Path, copies: int, kill_after_requests: int, retries: int = 120
 ) -> CrashReport:
+    """The kill lands mid-run on any machine: the client scores through a gate that answers
+    `kill_after_requests` requests, then holds the rest until the worker is dead."""
     assert server.proc is not None
     root = server.proc.pid
     files = make_folder(folder, copies)
     (victim,) = worker_pids(root, "vitserve-inference")
     replacement: list[tuple[int, float]] = []
 
-    def kill_then_watch() -> None:
-        time.sleep(kill_after_s)
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        while time.monotonic() - killed_at < 120:
-            fresh = [pid for pid in worker_pids(root, "vitserve-inference") if pid != victim]
-            if fresh:
-                replacement.append((fresh[0], time.monotonic() - killed_at))
-                return
-            time.sleep(0.1)
+    with GatedProxy(server.url) as proxy:
 
-    watcher = threading.Thread(target=kill_then_watch, daemon=True)
-    watcher.start()
-    started = time.monotonic()
-    # Retry-After is 1 s and a fresh inference worker needs its warm-up: allow retries to span it.
-    with Client(server.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
-        summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
+        def kill_then_watch() -> None:
+            proxy.gate.wait_until_waiting()
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            proxy.gate.open()  # what was held now meets the dead worker
+            while time.monotonic() - killed_at < 120:
+                fresh = [pid for pid in worker_pids(root, "vitserve-inference") if pid != victim]
+                if fresh:
+                    replacement.append((fresh[0], time.monotonic() - killed_at))
+                    return
+                time.sleep(0.1)
+
+        proxy.gate.let_through(kill_after_requests)
+        watcher = threading.Thread(target=kill_then_watch, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        # Retry-After is 1 s and a fresh inference worker needs its warm-up, slow on a busy machine: allow
+        # retries to span minutes.
+        with Client(proxy.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
+            summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
     elapsed = time.monotonic() - started
     watcher.join(timeout=130)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]

@@ -12,7 +12,7 @@ from tests.reliability.crash import kill_inference_while_scoring
 def test_killed_inference_worker_is_replaced_and_scoring_completes(tmp_path: Path) -> None:
     with running_server() as server:
         report = kill_inference_while_scoring(
-            server, tmp_path / "images", tmp_path / "results.jsonl", copies=600, kill_after_s=2.0
+            server, tmp_path / "images", tmp_path / "results.jsonl", copies=600, kill_after_requests=40
         )
         log = server.log_path.read_text(errors="replace")
     print("\n".join(report.lines()))
