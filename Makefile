@@ -31,7 +31,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/python tools/typecheck.py
+	$(BIN)/mypy .
 
 system-deps:
 	bash tools/system-deps.sh

@@ -1,6 +1,6 @@
 """SIGTERM a loaded server, several times, and count what was lost (the target is 0).
 
-    .venv/bin/python reliability/shutdown.py [--rounds 3] [--concurrency 32] [--delay 2]
+    .venv/bin/python -m reliability.shutdown [--rounds 3] [--concurrency 32] [--delay 2]
 
 Each round starts a server (the shipped model, or VITSERVE_TEST_MODEL_DIR) with
 VITSERVE_SHUTDOWN_DELAY_S=--delay, loads it through a balancer that polls /readyz, sends SIGTERM to the
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.drain import sigterm_under_load

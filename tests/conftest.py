@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from vitserve.service import launcher
 from vitserve.service.launcher import ServerProcess as _ServerProcess
 from vitserve.service.launcher import free_port
 
@@ -61,9 +60,12 @@ class ServerProcess(_ServerProcess):
 @contextmanager
 def running_server(
     env: dict[str, str] | None = None, model_dir: Path | None = None
-) -> Iterator[launcher.ServerProcess]:
-    with launcher.running_server(model_dir or DEFAULT_MODEL_DIR, env) as server:
-        yield server
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, model_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitserve.models.vit import PRESETS, ViT, ViTConfig
+from vitserve.models.vit import PRESETS, Block, ViT, ViTConfig
 
 SMALL = ViTConfig(image_size=32, patch_size=8, num_classes=7, dim=48, depth=3, num_heads=4, mlp_ratio=2.0)
 
@@ -57,7 +57,9 @@ def test_presets_build_with_expected_shapes(name: str) -> None:
     with torch.device("meta"):
         model = ViT(config)
     assert model.pos_embed.shape == (1, config.num_patches + 1, config.dim)
-    assert model.blocks[0].attn.qkv.weight.shape == (3 * config.dim, config.dim)
+    block = model.blocks[0]
+    assert isinstance(block, Block)
+    assert block.attn.qkv.weight.shape == (3 * config.dim, config.dim)
     assert model.head.weight.shape == (config.num_classes, config.dim)
     assert len(model.blocks) == config.depth
 
