@@ -70,7 +70,7 @@ def attention_maps(model: ViT, pixels: np.ndarray, batch: int = 250) -> dict[str
     with torch.inference_mode():
         for start in range(0, len(pixels), batch):
             x = augment.pixels_to_input(pixels[start : start + batch])
-            _, attentions = model.forward_features(x, return_attention=True)
+            _, attentions = model.forward_features(x, fused=False)
             stacked = torch.stack(attentions, dim=1).numpy()  # (B, L, H, T, T)
             for fusion in HEAD_FUSIONS:
                 maps[fusion].extend(rollout_map(one, fusion) for one in stacked)
