@@ -368,8 +368,8 @@ def test_image_requirements_satisfy_pyproject(variant: str) -> None:
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         pinned = pins.get(canonicalize_name(requirement.name))
-        assert pinned is not None, f"{requirement.name} is not in the image: run deploy/lock_requirements.py"
+        assert pinned is not None, f"{requirement.name} is not in the image: run make lock"
         assert requirement.specifier.contains(pinned, prereleases=True), (
             f"the image pins {requirement.name}=={pinned}, pyproject wants {requirement.specifier}: "
-            "run deploy/lock_requirements.py"
+            "run make lock"
         )
