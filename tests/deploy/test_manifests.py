@@ -44,7 +44,8 @@ CRD_FILES = {
 }
 AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
 # Time for an endpoint removal to reach kube-proxies and ingresses, and for BentoML to stop after
-# SIGTERM (3-7 s measured in the container, docs/deploy.md), with margin.
+# SIGTERM (2.7-2.8 s draining 32 clients' requests, docs/reliability.md; 1 s idle in the container
+# smoke test, docs/deploy.md), with margin.
 ENDPOINT_PROPAGATION_S = 10
 SHUTDOWN_S = 20
 # BentoML's own series on /metrics, by base name (service/metrics.py holds vitserve's).
@@ -255,8 +256,9 @@ def test_probes_and_graceful_shutdown(overlay: str) -> None:
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "model load + warm-up needs time"
     settings = configured_settings(objects)
-    # SIGTERM does not drain (BentoML stops the inference worker first), so the preStop sleep must
-    # cover endpoint propagation plus the longest an admitted image may wait (the batching deadline).
+    # The preStop sleep keeps the pod serving while its endpoint removal propagates, and for the
+    # longest an admitted image may wait (the batching deadline); SIGTERM then drains what is left
+    # (service/shutdown.py) within the grace period.
     pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= ENDPOINT_PROPAGATION_S + settings.max_latency_ms / 1000
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_S, "SIGKILL would cut the shutdown"
@@ -366,8 +368,8 @@ def test_image_requirements_satisfy_pyproject(variant: str) -> None:
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         pinned = pins.get(canonicalize_name(requirement.name))
-        assert pinned is not None, f"{requirement.name} is not in the image: run deploy/lock_requirements.py"
+        assert pinned is not None, f"{requirement.name} is not in the image: run make lock"
         assert requirement.specifier.contains(pinned, prereleases=True), (
             f"the image pins {requirement.name}=={pinned}, pyproject wants {requirement.specifier}: "
-            "run deploy/lock_requirements.py"
+            "run make lock"
         )
