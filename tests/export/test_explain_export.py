@@ -19,7 +19,7 @@ from vitserve.export.explain import export_companion, verify_explain
 from vitserve.export.verify import random_pixels
 from vitserve.models.checkpoint import save_checkpoint
 from vitserve.models.vit import ViT, ViTConfig
-from vitserve.runtime.artifact import Preprocessing, read_metadata
+from vitserve.runtime.artifact import DigitNormalisation, Preprocessing, read_metadata
 from vitserve.runtime.explain_session import (
     ATTENTIONS_NAME,
     EXPLAIN_FILE,
@@ -133,3 +133,13 @@ def test_companion_export_for_an_already_exported_folder(
     with pytest.raises(ExportError, match="another checkpoint"):
         export_companion(folder)
     assert not (folder / EXPLAIN_FILE).exists()
+
+
+def test_digit_normalisation_travels_in_both_artifacts(tmp_path: Path) -> None:
+    """A model trained behind the digit normalisation asks for it from every artifact it ships in."""
+    pre = Preprocessing(image_size=32, digit_normalisation=DigitNormalisation(box=24))
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, tiny_vit(0), LABELS, pre, "tiny-digits", "0.1")
+    assert main(["export", "--checkpoint", str(folder), "--out", str(tmp_path / "out")]) == 0
+    for name in ("model.onnx", EXPLAIN_FILE):
+        assert read_metadata(tmp_path / "out" / name).preprocessing == pre
