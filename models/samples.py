@@ -3,7 +3,8 @@
 The samples show the formats and polarities the service accepts (PNG, JPEG, WebP, BMP; light ink on
 dark and dark ink on light; colour; larger than 28x28); they are not an accuracy measure. For each
 class we take the first held-out digit that the model, reading the *written file* back the way the
-service does (Pillow -> RGB -> bilinear 28x28), classifies correctly with probability >= `MIN_PROB`.
+service does (`decode_image` with the model's preprocessing), classifies correctly with probability
+>= `MIN_PROB`.
 
     python -m vitserve.models.samples models/digits-vit
 """
@@ -24,6 +25,8 @@ from vitserve.models.augment import pixels_to_input
 from vitserve.models.checkpoint import load_checkpoint
 from vitserve.models.evaluate import HELDOUT_FILE
 from vitserve.models.mnist import Digits
+from vitserve.runtime.artifact import Preprocessing
+from vitserve.runtime.decode import DecodeLimits, decode_image
 
 SAMPLES_DIR = "samples"
 LABELS_FILE = "labels.json"
@@ -77,17 +80,15 @@ def render(digit: np.ndarray, style: Style) -> Image.Image:
     return image.convert("L") if style.grayscale else image
 
 
-def read_back(path: Path, side: int) -> np.ndarray:
-    """The service's view of a file: uint8 (side, side, 3) RGB, bilinear resize."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR))
+def read_back(path: Path, pre: Preprocessing) -> np.ndarray:
+    """The service's view of a file: uint8 (S, S, 3) RGB, exactly as `POST /classify` decodes it."""
+    return decode_image(path.read_bytes(), pre, DecodeLimits())
 
 
 def write_samples(checkpoint: Path) -> dict[str, str]:
     """Write `samples/` (images + labels.json) into `checkpoint`, replacing any previous one."""
     loaded = load_checkpoint(checkpoint)
     model = loaded.model.eval()
-    side = loaded.preprocessing.image_size
     heldout = Digits.load(checkpoint / HELDOUT_FILE)
     final = checkpoint / SAMPLES_DIR
     # Build in a sibling temp dir and swap it in, so readers never see a half-written folder.
@@ -99,7 +100,7 @@ def write_samples(checkpoint: Path) -> dict[str, str]:
             path = staging / name
             render(heldout.images[index], style).save(path)
             with torch.inference_mode():
-                logits = model(pixels_to_input(read_back(path, side)[None]))
+                logits = model(pixels_to_input(read_back(path, loaded.preprocessing)[None]))
             probs = logits.softmax(dim=1)[0]
             if int(probs.argmax()) == cls and float(probs[cls]) >= MIN_PROB:
                 labels[name] = loaded.labels[cls]
