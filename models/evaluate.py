@@ -21,6 +21,8 @@ from PIL import Image
 
 from vitserve.models import augment
 from vitserve.models.mnist import Digits
+from vitserve.models.wild import PER_GROUP as WILD_PER_GROUP
+from vitserve.models.wild import wild_set
 from vitserve.runtime.artifact import Preprocessing
 
 HELDOUT_FILE = "heldout.npz"
@@ -86,18 +88,24 @@ def heldout_pixels(heldout: Digits, variant: str, pre: Preprocessing | None = No
     return np.stack([normalise_digit(Image.fromarray(image), pre) for image in pixels])
 
 
-def wild_pixels(heldout: Digits, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+def wild_pixels(
+    heldout: Digits, pre: Preprocessing, per_group: int
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """The wild set decoded as the service decodes uploads: pixels, labels, groups, sources."""
-    from vitserve.models.wild import wild_set
     from vitserve.runtime.decode import DecodeLimits, decode_image
 
-    images = wild_set(heldout)
+    images = wild_set(heldout, per_group)
     pixels = np.stack([decode_image(image.data, pre, DecodeLimits()) for image in images])
     labels = np.asarray([image.label for image in images], dtype=np.int64)
     return pixels, labels, [image.group for image in images], [image.source for image in images]
 
 
-def evaluate(model_path: Path, heldout_path: Path | None = None, variant: str = "plain") -> dict[str, Any]:
+def evaluate(
+    model_path: Path,
+    heldout_path: Path | None = None,
+    variant: str = "plain",
+    per_group: int = WILD_PER_GROUP,
+) -> dict[str, Any]:
     """Accuracy of a checkpoint folder or .onnx file; held-out defaults to the committed digits."""
     if not model_path.exists():
         raise EvaluationError(f"no model at {model_path}")
@@ -122,7 +130,7 @@ def evaluate(model_path: Path, heldout_path: Path | None = None, variant: str = 
             return predict_logits(loaded.model, pixels)
 
     if variant == "wild":
-        pixels, targets, groups, _ = wild_pixels(heldout, pre)
+        pixels, targets, groups, _ = wild_pixels(heldout, pre, per_group)
     else:
         pixels, targets, groups = heldout_pixels(heldout, variant, pre), heldout.labels, []
     logits = predict(pixels)
@@ -141,7 +149,7 @@ def evaluate(model_path: Path, heldout_path: Path | None = None, variant: str = 
 
 def run(args: argparse.Namespace) -> int:
     heldout = Path(args.heldout) if args.heldout else None
-    print(json.dumps(evaluate(Path(args.model), heldout, args.variant), indent=2))
+    print(json.dumps(evaluate(Path(args.model), heldout, args.variant, args.per_group), indent=2))
     return 0
 
 
@@ -156,5 +164,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=VARIANTS,
         default="plain",
         help="photo: recoloured/inverted/moved; wild: photographed, printed, small, low-res (per group)",
+    )
+    parser.add_argument(
+        "--per-group", type=int, default=WILD_PER_GROUP, help="wild images per group (default: all)"
     )
     parser.set_defaults(func=run)

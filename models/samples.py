@@ -1,10 +1,10 @@
 """Writes a checkpoint folder's `samples/`: one held-out digit per class, saved in real image formats.
 
 The samples show the formats and polarities the service accepts (PNG, JPEG, WebP, BMP; light ink on
-dark and dark ink on light; colour; larger than 28x28); they are not an accuracy measure. For each
-class we take the first held-out digit that the model, reading the *written file* back the way the
-service does (`decode_image` with the model's preprocessing), classifies correctly with probability
->= `MIN_PROB`.
+dark and dark ink on light; colour; larger than 28x28; a small digit off-centre in a larger photo);
+they are not an accuracy measure. For each class we take the first held-out digit that the model,
+reading the *written file* back the way the service does (`decode_image` with the model's
+preprocessing), classifies correctly with probability >= `MIN_PROB`.
 
     python -m vitserve.models.samples models/digits-vit
 """
@@ -48,12 +48,16 @@ class Style:
     paper: tuple[int, int, int]
     # Written as a one-channel file (as scanners do) when ink and paper are both gray.
     grayscale: bool = False
+    # A larger photo (width, height) with the digit, `size` px, near its top-right corner.
+    frame: tuple[int, int] | None = None
 
 
 WHITE_ON_BLACK = Style("png", 28, (255, 255, 255), (0, 0, 0), grayscale=True)
 PAPER_JPEG = Style("jpg", 280, (20, 20, 20), (245, 245, 240))
 BLUE_ON_CREAM_WEBP = Style("webp", 112, (25, 40, 150), (250, 240, 215))
 PAPER_BMP = Style("bmp", 56, (10, 10, 10), (235, 235, 235), grayscale=True)
+# 3.0.0 finds the digit itself: a small one off-centre in a photo, on coloured paper.
+SMALL_IN_PHOTO_JPEG = Style("jpg", 64, (30, 30, 90), (250, 236, 130), frame=(320, 240))
 # Class -> style: every format and both polarities appear among the ten files.
 STYLES: dict[int, Style] = {
     0: WHITE_ON_BLACK,
@@ -62,7 +66,7 @@ STYLES: dict[int, Style] = {
     3: WHITE_ON_BLACK,
     4: PAPER_JPEG,
     5: PAPER_JPEG,
-    6: PAPER_JPEG,
+    6: SMALL_IN_PHOTO_JPEG,
     7: WHITE_ON_BLACK,
     8: BLUE_ON_CREAM_WEBP,
     9: PAPER_BMP,
@@ -77,6 +81,10 @@ def render(digit: np.ndarray, style: Style) -> Image.Image:
     image = Image.fromarray(rgb, mode="RGB")
     if style.size != digit.shape[0]:
         image = image.resize((style.size, style.size), Image.Resampling.BICUBIC)
+    if style.frame is not None:
+        photo = Image.new("RGB", style.frame, style.paper)
+        photo.paste(image, (style.frame[0] - style.size - style.frame[0] // 10, style.frame[1] // 10))
+        image = photo
     return image.convert("L") if style.grayscale else image
 
 

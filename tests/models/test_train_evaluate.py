@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vitserve.cli import main
 from vitserve.models import mnist
@@ -15,6 +14,7 @@ from vitserve.models.augment import pixels_to_input
 from vitserve.models.checkpoint import load_checkpoint
 from vitserve.models.evaluate import DEFAULT_HELDOUT, evaluate
 from vitserve.models.train import Cycle, TrainConfig, train
+from vitserve.runtime.decode import DecodeLimits, decode_image
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "models" / "digits-vit"
@@ -65,9 +65,10 @@ def test_cycles_in_one_run_equal_chained_init_runs(cached_digits: Path, tmp_path
     assert (chained / weights).read_bytes() == (single / weights).read_bytes()
 
 
-# The project's target for the shipped weights (they measure 0.975 plain, 0.952 photo-like).
-SHIPPED_PLAIN_FLOOR = 0.97
+# The targets for the shipped weights (what they measure is in the model card).
+SHIPPED_PLAIN_FLOOR = 0.985
 SHIPPED_PHOTO_FLOOR = 0.95
+WILD_GROUP_FLOOR = 0.90  # on 100 images per group here; the card's figures use all 500
 
 
 def test_committed_model_accuracy_on_plain_heldout(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,18 +84,24 @@ def test_committed_model_reads_photo_like_digits() -> None:
     assert report["accuracy"] >= SHIPPED_PHOTO_FLOOR
 
 
+def test_committed_model_reads_every_wild_group() -> None:
+    report = evaluate(COMMITTED, DEFAULT_HELDOUT, variant="wild", per_group=100)
+    assert report["n"] == 400 and set(report["groups"]) == {"handwriting", "printed", "small", "lowres"}
+    for group, figures in report["groups"].items():
+        assert figures["n"] == 100
+        assert figures["accuracy"] >= WILD_GROUP_FLOOR, group
+
+
 def test_committed_samples_are_classified_as_labelled() -> None:
     samples = COMMITTED / "samples"
     labels = json.loads((samples / "labels.json").read_text())
     assert len(labels) >= 10
     suffixes = {Path(name).suffix for name in labels}
     assert {".png", ".jpg", ".webp", ".bmp"} <= suffixes
-    model = load_checkpoint(COMMITTED).model
+    loaded = load_checkpoint(COMMITTED)
+    # Read exactly as POST /classify reads an upload: the model's own preprocessing.
     pixels = np.stack(
-        [
-            np.asarray(Image.open(samples / name).convert("RGB").resize((28, 28), Image.Resampling.BILINEAR))
-            for name in labels
-        ]
+        [decode_image((samples / name).read_bytes(), loaded.preprocessing, DecodeLimits()) for name in labels]
     )
-    predicted = model(pixels_to_input(pixels)).argmax(dim=1).tolist()
+    predicted = loaded.model(pixels_to_input(pixels)).argmax(dim=1).tolist()
     assert predicted == [int(label) for label in labels.values()]
