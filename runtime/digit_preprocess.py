@@ -72,11 +72,16 @@ def normalise_digit(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     return np.repeat(canvas[..., None], 3, axis=-1)
 
 
+def _kth_smallest(values: np.ndarray, k: int) -> float:
+    """The k-th smallest (0-based) of whole numbers in [0, 255], as np.partition would find it."""
+    # Every array this module ranks holds whole gray levels or distances between them, so a
+    # 256-bin histogram finds the same element several times faster than a partition.
+    counts = np.bincount(values.ravel().astype(np.intp), minlength=256)
+    return float(np.searchsorted(np.cumsum(counts), k, side="right"))
+
+
 def _median(values: np.ndarray) -> float:
-    # np.partition, not np.median: the same value without np.median's per-call overhead, which
-    # on images this small costs more than the arithmetic.
-    middle = values.size // 2
-    return float(np.partition(values, middle)[middle])
+    return _kth_smallest(values, values.size // 2)
 
 
 def paper_level(gray: np.ndarray) -> float:
@@ -133,9 +138,8 @@ def fit_in_box(
     size = (max(1, round(side * box_w / longer)), max(1, round(side * box_h / longer)))
     cut = image.resize(size, Image.Resampling.BILINEAR, box=box).convert("L")
     ink = np.abs(np.asarray(cut, dtype=np.float32) - paper)
-    flat = ink.ravel()
-    rank = min(flat.size - 1, int(flat.size * STROKE_PERCENTILE / 100))
-    top = max(float(np.partition(flat, rank)[rank]), floor + MIN_CONTRAST)
+    rank = min(ink.size - 1, int(ink.size * STROKE_PERCENTILE / 100))
+    top = max(_kth_smallest(ink, rank), floor + MIN_CONTRAST)
     return np.clip((ink - floor) * (255.0 / (top - floor)), 0.0, 255.0)
 
 
