@@ -11,7 +11,7 @@ decodes it with the service's own `decode_image`, so a figure is what the server
 - printed: digits in the ten evaluation font families (`vitserve.models.fonts.EVAL_FONTS`, none
   used in training) printed in dark ink on coloured paper, photographed the same way;
 - small: a handwritten or printed digit 12-25 % of the frame's height, anywhere in a 4:3 or square
-  photo of 240-640 pixels;
+  photo 240-420 pixels high;
 - lowres: a handwritten or printed digit scanned at 14-24 pixels, blurred, noisy, saved as PNG
   or low-quality JPEG, half of them enlarged 4x by the "scanner" (nearest neighbour).
 
@@ -176,7 +176,7 @@ def encode(image: Image.Image, fmt: str, rng: np.random.Generator, quality: tupl
     return buffer.getvalue()
 
 
-def dark_paper(rng: np.random.Generator) -> tuple[int, ...]:
+def white_paper(rng: np.random.Generator) -> tuple[int, ...]:
     """White to off-white paper, a little warm or cool."""
     base = rng.uniform(225, 252)
     return tuple(int(np.clip(base + rng.uniform(-8, 8), 0, 255)) for _ in range(3))
@@ -189,7 +189,7 @@ def handwriting(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     ink = pen_strokes(digit, height)
     at = centred_with_jitter(ink.size, frame, rng, 0.1)
     pen = INKS[str(rng.choice(["black", "blue-black", "ballpoint"]))]
-    photo = compose(ink, frame, at, dark_paper(rng), pen, rng)
+    photo = compose(ink, frame, at, white_paper(rng), pen, rng)
     return camera(photo, rng, tilt=0.06, blur=(0.3, 1.5))
 
 
@@ -219,7 +219,7 @@ def small(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
     height = int(frame_h * rng.uniform(0.12, 0.25))
     ink = ink.resize((max(1, round(ink.size[0] * height / ink.size[1])), height), Image.Resampling.LANCZOS)
     at = (int(rng.integers(0, frame[0] - ink.size[0])), int(rng.integers(0, frame[1] - ink.size[1])))
-    paper = dark_paper(rng) if rng.random() < 0.5 else PAPERS[str(rng.choice(list(PAPERS)))]
+    paper = white_paper(rng) if rng.random() < 0.5 else PAPERS[str(rng.choice(list(PAPERS)))]
     pen = INKS[str(rng.choice(list(INKS)))]
     photo = compose(ink, frame, at, paper, pen, rng)
     return camera(photo, rng, tilt=0.04, blur=(0.2, 0.8))
@@ -287,7 +287,7 @@ def _printed(heldout: Digits, order: np.ndarray, i: int, label: int, rng: np.ran
 def _ink_for(
     heldout: Digits, order: np.ndarray, i: int, label: int, rng: np.random.Generator
 ) -> tuple[Image.Image, str]:
-    """Odd images a font's digit, even ones a held-out handwritten digit."""
+    """In each run of twenty images, ten held-out handwritten digits, then ten printed ones."""
     if i % 20 < 10:
         index = _pick_mnist(heldout, order, i, label)
         return pen_strokes(heldout.images[index], 112), f"mnist:{index}"

@@ -35,7 +35,12 @@ def test_one_epoch_on_a_subset_saves_a_loadable_checkpoint(cached_digits: Path, 
     result = train(
         TrainConfig(out=out, cycles=(Cycle(1, 2e-3),), limit=256, batch_size=64, cache_dir=cached_digits)
     )
-    assert result.train_digits == 256 and np.isfinite(result.final_loss)
+    # The 256 MNIST digits twice (normalised and as stored) plus the synthesised sets, each shrunk
+    # to 256 / 8,000 of its size.
+    config = TrainConfig()
+    synthesised = [config.mnist_photos, config.font_photos, config.font_prints]
+    assert result.train_digits == 2 * 256 + sum(round(n * 256 / 8_000) for n in synthesised)
+    assert np.isfinite(result.final_loss)
     loaded = load_checkpoint(out)
     assert loaded.labels == tuple("0123456789") and loaded.name == "digits-vit"
     assert loaded.preprocessing.image_size == 28
