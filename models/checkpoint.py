@@ -66,13 +66,7 @@ def save_checkpoint(
         "version": version,
         "vit": model.config.to_dict(),
         "labels": list(labels),
-        "preprocessing": {
-            "image_size": preprocessing.image_size,
-            "crop_pct": preprocessing.crop_pct,
-            "interpolation": preprocessing.interpolation,
-            "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std),
-        },
+        "preprocessing": preprocessing.to_dict(),
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -17,7 +17,7 @@ from vitserve.export.errors import ParityError
 from vitserve.export.verify import gate, random_pixels
 from vitserve.models.checkpoint import save_checkpoint
 from vitserve.models.vit import ViT, ViTConfig
-from vitserve.runtime.artifact import Preprocessing, read_metadata
+from vitserve.runtime.artifact import DigitNormalisation, Preprocessing, read_metadata
 from vitserve.runtime.explain_session import (
     ATTENTIONS_NAME,
     EXPLAIN_FILE,
@@ -126,3 +126,13 @@ def test_session_refuses_an_artifact_that_is_not_an_explanation(exported: Path, 
     (tmp_path / EXPLAIN_FILE).write_bytes((exported / "model.onnx").read_bytes())
     with pytest.raises(ExplainArtifactError, match="not marked"):
         ExplainSession(tmp_path)
+
+
+def test_digit_normalisation_travels_in_both_artifacts(tmp_path: Path) -> None:
+    """A model trained behind the digit normalisation asks for it from every artifact it ships in."""
+    pre = Preprocessing(image_size=32, digit_normalisation=DigitNormalisation(box=24))
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, tiny_vit(0), LABELS, pre, "tiny-digits", "0.1")
+    assert main(["export", "--checkpoint", str(folder), "--out", str(tmp_path / "out")]) == 0
+    for name in ("model.onnx", EXPLAIN_FILE):
+        assert read_metadata(tmp_path / "out" / name).preprocessing == pre
