@@ -18,7 +18,7 @@ from vitserve.client.images import ImageInput, to_payload
 from vitserve.client.protocol import DEFAULT_URL
 from vitserve.client.results import ModelInfo, Prediction
 from vitserve.client.retry import AdaptiveLimit, OverloadGate, RetryPolicy
-from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, score_folder
+from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, Shard, score_folder
 
 T = TypeVar("T")
 
@@ -106,14 +106,24 @@ class AsyncClient:
         batch_size: int = 8,
         top_k: int | None = None,
         progress: Callable[[Progress], None] | None = None,
+        shard: Shard | str | None = None,
+        commit_rows: int = 5000,
+        commit_interval_s: float = 10.0,
     ) -> ScoreSummary:
-        """Classify every image under `root` into `out` (.jsonl or .csv), resuming a previous run.
+        """Classify every image under `root` into `out`, resuming a previous run.
 
-        Files already in `out` are skipped, rows are appended as results arrive (each batch of rows
-        one write + fsync), so an interrupted run continues where it stopped when run again. A file
-        the server cannot read becomes a row with its error; a failure of the service itself
-        (unreachable after the retries, 5xx) stops the run and is raised, the rows so far kept.
-        `concurrency` requests of up to `batch_size` images each are kept in flight.
+        `root` is a local folder or an object-storage URL (`s3://bucket/prefix`, `gs://…`, `az://…`;
+        install the matching extra), listed page by page. `out` is a local .jsonl/.csv file, whose
+        rows are appended as results arrive (each group one write + fsync), or a results folder (a
+        path ending in "/" or any object-storage URL), where every `commit_rows` rows, or every
+        `commit_interval_s` seconds, become one immutable part file; `vitserve merge` makes one file
+        of it. Images already in `out` are skipped, so an interrupted run continues where it stopped
+        when run again, and every image ends up with exactly one row. `shard` ("K/N" or a Shard)
+        scores only the images whose path hashes to shard K of N, into the results folder's
+        shard-K-of-N/ sub-folder. An image that cannot be read or classified gets a row with its
+        error; a failure of the service or the storage (after retries) stops the run and is
+        raised, the rows so far kept. `concurrency` requests of up to `batch_size` images each
+        are kept in flight.
         """
         return await score_folder(
             self,
@@ -124,6 +134,9 @@ class AsyncClient:
             batch_size=batch_size,
             top_k=top_k,
             progress=progress,
+            shard=shard,
+            commit_rows=commit_rows,
+            commit_interval_s=commit_interval_s,
         )
 
     async def aclose(self) -> None:

@@ -9,7 +9,10 @@
     │   └── InvalidImage      the image is not one the server can classify (corrupt, empty,
     │                         too large, unsupported type)
     ├── ServerError           5xx, or a 2xx body that does not follow the API
-    └── ResultsFileError      an existing results file cannot be resumed (corrupt, other model)
+    ├── ResultsFileError      existing results cannot be resumed or merged (corrupt, other model,
+    │                         another run writing the same shard, unfinished shards)
+    └── StorageError          object storage failed after its back-end's retries (network, 5xx,
+                              throttling): rerun to resume
 
 Errors that came from the server carry its machine-readable `code` and human `message`; errors of
 the layer below (httpx) are chained with `__cause__`.
@@ -74,7 +77,13 @@ class ServerError(VitserveError):
 
 
 class ResultsFileError(VitserveError):
-    """An existing results file cannot be resumed: it is corrupt or was written by another model."""
+    """Existing results cannot be resumed or merged: corrupt, another model's, being written by another
+    run, or (merging) shards missing or unfinished. The message says which."""
+
+
+class StorageError(VitserveError):
+    """Object storage failed after the back-end's own retries; rerun to resume. (A missing bucket or
+    a denied request is raised as the OSError it is: rerunning cannot fix it.)"""
 
 
 def error_for_code(code: str, message: str, *, status: int | None = None) -> VitserveError:

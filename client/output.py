@@ -22,7 +22,7 @@ from vitserve.client.results import Prediction
 
 Format = Literal["jsonl", "csv"]
 COLUMNS = ("path", "label", "score", "top_k", "model", "error", "message")
-_CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
+CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
 _FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
@@ -141,8 +141,8 @@ def load_resume_state(path: str | Path) -> ResumeState:
                 break  # the torn last line
             good_end += len(line)
             if fmt == "csv" and number == 1:
-                if line != _CSV_HEADER:
-                    raise ResultsFileError(f"{path} does not start with the header {_CSV_HEADER!r}")
+                if line != CSV_HEADER:
+                    raise ResultsFileError(f"{path} does not start with the header {CSV_HEADER!r}")
                 continue
             try:
                 row = decode_line(line, fmt)
@@ -176,7 +176,7 @@ class ResultsWriter:
         if not existed:
             _fsync_directory(self.path.parent)  # so that the new file itself survives a crash
         if self.format == "csv" and os.fstat(self._fd).st_size == 0:
-            self._write_all(_CSV_HEADER)
+            self._write_all(CSV_HEADER)
 
     def write(self, rows: Sequence[Row]) -> None:
         if rows:

@@ -19,7 +19,7 @@ from vitserve.client.images import ImageInput, to_payload
 from vitserve.client.protocol import DEFAULT_URL
 from vitserve.client.results import ModelInfo, Prediction
 from vitserve.client.retry import OverloadGate, RetryPolicy
-from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary
+from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, Shard
 
 T = TypeVar("T")
 
@@ -114,6 +114,9 @@ class Client:
         batch_size: int = 8,
         top_k: int | None = None,
         progress: Callable[[Progress], None] | None = None,
+        shard: Shard | str | None = None,
+        commit_rows: int = 5000,
+        commit_interval_s: float = 10.0,
     ) -> ScoreSummary:
         """Classify every image under `root` into `out` (.jsonl or .csv), resuming a previous run.
 
@@ -139,6 +142,9 @@ class Client:
                     batch_size=batch_size,
                     top_k=top_k,
                     progress=progress,
+                    shard=shard,
+                    commit_rows=commit_rows,
+                    commit_interval_s=commit_interval_s,
                 )
 
         return asyncio.run(run())

@@ -1,0 +1,229 @@
+"""The images to score: listed as relative "/"-separated paths, page by page, and read concurrently.
+
+A local folder is walked with walk.py. An S3 prefix is listed with ListObjectsV2 through the
+paginator of s3fs's own aiobotocore client, 1,000 keys a page: only the page in hand is in memory,
+so a prefix of ten million keys streams like a small one. Other fsspec back-ends are walked one
+"directory" at a time (`fs.walk`), which holds the largest directory's listing in memory.
+
+The same rules pick the images everywhere: one of the wanted extensions (any case), no hidden
+component (".git/", ".DS_Store"), no folder placeholders. Listing order never matters to the
+scorer: resuming skips by path and sharding hashes the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from vitserve.client.storage import LoopBridge, filesystem, is_url, translate
+from vitserve.client.walk import count_images, iter_images
+
+PAGE = 1000  # paths handed over at a time; S3's own page size
+
+
+class ImageSource(Protocol):
+    """A folder or prefix of images."""
+
+    location: str
+
+    def pages(self) -> AsyncIterator[list[str]]:
+        """The relative paths of the images, a page at a time."""
+        ...
+
+    async def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        """The bytes of each image, read concurrently; in its place the OSError of one that cannot be
+        read (vanished, denied: its row says so). A failure of the store itself raises StorageError."""
+        ...
+
+    def count(self, stop: threading.Event, keep: Callable[[str], bool] | None = None) -> int | None:
+        """How many images `pages` yields (those `keep` accepts), listed again, blocking; None once
+        `stop` is set."""
+        ...
+
+
+def wanted_path(relative: str, extensions: frozenset[str]) -> bool:
+    """Whether a listed path is an image to score (extension, not hidden, not a folder)."""
+    if not relative or relative.endswith("/"):
+        return False
+    if any(part.startswith(".") for part in relative.split("/")):
+        return False
+    return os.path.splitext(relative)[1].lower() in extensions
+
+
+def open_source(location: str | os.PathLike[str], extensions: frozenset[str]) -> ImageSource:
+    """The ImageSource for a local folder or a URL; NotADirectoryError for a missing local folder."""
+    if is_url(location) and str(location).startswith("file://"):
+        location = str(location).removeprefix("file://")
+    if not is_url(location):
+        root = Path(location)
+        if not root.is_dir():
+            raise NotADirectoryError(f"not a directory: {root}")
+        return LocalSource(root, extensions)
+    fs, path = filesystem(str(location))
+    if "s3" in _protocols(fs):
+        return S3Source(fs, path, str(location), extensions)
+    return WalkedSource(fs, path, str(location), extensions)
+
+
+class LocalSource:
+    """A local folder: walked depth first, each directory sorted; files read in the event loop
+    (a small file's read() costs less than a hop to a thread and back)."""
+
+    def __init__(self, root: Path, extensions: frozenset[str]) -> None:
+        self.root = root
+        self.location = str(root)
+        self.extensions = extensions
+
+    async def pages(self) -> AsyncIterator[list[str]]:
+        walk = iter_images(self.root, self.extensions)
+        while page := list(itertools.islice(walk, PAGE)):
+            yield page
+
+    async def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        return [_read_local(self.root / path) for path in paths]
+
+    def count(self, stop: threading.Event, keep: Callable[[str], bool] | None = None) -> int | None:
+        if keep is None:
+            return count_images(self.root, self.extensions, stop)
+        return _count(iter_images(self.root, self.extensions), stop, keep)
+
+
+class S3Source:
+    """An S3 (or S3-compatible) prefix, listed with the paginator, read with s3fs."""
+
+    def __init__(self, fs: Any, path: str, location: str, extensions: frozenset[str]) -> None:
+        self.fs = fs
+        self.bucket, _, key = path.partition("/")
+        self.prefix = f"{key}/" if key else ""  # a folder: "photos" must not match "photos-old/"
+        self.location = location
+        self.extensions = extensions
+        self._bridge = LoopBridge(fs)
+
+    async def pages(self) -> AsyncIterator[list[str]]:
+        async for keys in self._bridge.iterate(self._listing()):
+            yield self._images(keys)
+
+    async def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        return await self._bridge.run(self._read_all(paths))
+
+    async def _read_all(self, paths: list[str]) -> list[bytes | OSError]:
+        """Runs on fsspec's loop: one GET per image, all at once (s3fs bounds its connection pool)."""
+        keys = [f"{self.bucket}/{self.prefix}{path}" for path in paths]
+        found = await asyncio.gather(*(self.fs._cat_file(key) for key in keys), return_exceptions=True)
+        return [
+            _image_or_error(result, self.location, path) for result, path in zip(found, paths, strict=True)
+        ]
+
+    def count(self, stop: threading.Event, keep: Callable[[str], bool] | None = None) -> int | None:
+        total = 0
+        pages = self._listing()
+        while not stop.is_set():
+            future = asyncio.run_coroutine_threadsafe(_next_page(pages), self._bridge.loop)
+            keys = future.result()
+            if keys is None:
+                return total
+            images = self._images(keys)
+            total += len(images) if keep is None else sum(map(keep, images))
+        return None
+
+    async def _listing(self) -> AsyncIterator[list[str]]:
+        """Runs on fsspec's loop: the keys of each ListObjectsV2 page."""
+        try:
+            await self.fs.set_session()
+            paginator = self.fs.s3.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                yield [item["Key"] for item in page.get("Contents", ())]
+        except Exception as exc:  # botocore's ClientError, into the OSError fsspec would raise
+            from s3fs.errors import translate_boto_error
+
+            error = translate_boto_error(exc) if not isinstance(exc, OSError) else exc
+            raise translate(error, f"listing {self.location}") from exc
+
+    def _images(self, keys: list[str]) -> list[str]:
+        start = len(self.prefix)
+        relative = (key[start:] for key in keys)
+        return [path for path in relative if wanted_path(path, self.extensions)]
+
+
+class WalkedSource:
+    """Any other fsspec back-end: fs.walk, one directory listing at a time, in a worker thread."""
+
+    def __init__(self, fs: Any, path: str, location: str, extensions: frozenset[str]) -> None:
+        self.fs = fs
+        self.root = path
+        self.location = location
+        self.extensions = extensions
+
+    async def pages(self) -> AsyncIterator[list[str]]:
+        walk = self._walk()
+        while page := await asyncio.to_thread(lambda: list(itertools.islice(walk, PAGE))):
+            yield page
+
+    async def read_many(self, paths: list[str]) -> list[bytes | OSError]:
+        keys = [f"{self.root}/{path}" for path in paths]
+        found = await asyncio.to_thread(self.fs.cat, keys, on_error="return")
+        return [
+            _image_or_error(found[key], self.location, path) for key, path in zip(keys, paths, strict=True)
+        ]
+
+    def count(self, stop: threading.Event, keep: Callable[[str], bool] | None = None) -> int | None:
+        return _count(self._walk(), stop, keep)
+
+    def _walk(self) -> Iterator[str]:
+        start = len(self.root) + 1
+        try:
+            for directory, _, files in self.fs.walk(self.root):
+                for name in sorted(files):
+                    relative = f"{directory}/{name}"[start:]
+                    if wanted_path(relative, self.extensions):
+                        yield relative
+        except OSError as exc:
+            raise translate(exc, f"listing {self.location}") from exc
+
+
+def _read_local(path: Path) -> bytes | OSError:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        return exc
+
+
+def _image_or_error(result: object, location: str, path: str) -> bytes | OSError:
+    """One read's outcome: its bytes; its error if the image alone is at fault; else raise."""
+    if isinstance(result, bytes | bytearray | memoryview):
+        return bytes(result)
+    if isinstance(result, FileNotFoundError | PermissionError | IsADirectoryError):
+        return result
+    if isinstance(result, OSError):
+        raise translate(result, f"reading {location}/{path}") from result
+    if isinstance(result, BaseException):
+        raise result
+    raise TypeError(f"reading {location}/{path} gave a {type(result).__name__}")
+
+
+def _count(paths: Iterator[str], stop: threading.Event, keep: Callable[[str], bool] | None) -> int | None:
+    total = 0
+    for path in paths:
+        if stop.is_set():
+            return None
+        if keep is None or keep(path):
+            total += 1
+    return total
+
+
+async def _next_page(pages: AsyncIterator[list[str]]) -> list[str] | None:
+    try:
+        return await pages.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
