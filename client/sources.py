@@ -96,8 +96,11 @@ class LocalSource:
 class S3Source:
     """An S3 (or S3-compatible) prefix, listed with the paginator, read with s3fs."""
 
-    def __init__(self, fs: Any, path: str, location: str, extensions: frozenset[str]) -> None:
+    def __init__(
+        self, fs: Any, path: str, location: str, extensions: frozenset[str], page_size: int = PAGE
+    ) -> None:
         self.fs = fs
+        self.page_size = page_size
         self.bucket, _, key = path.partition("/")
         self.prefix = f"{key}/" if key else ""  # a folder: "photos" must not match "photos-old/"
         self.location = location
@@ -136,7 +139,10 @@ class S3Source:
         try:
             await self.fs.set_session()
             paginator = self.fs.s3.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
+            )
+            async for page in pages:
                 yield [item["Key"] for item in page.get("Contents", ())]
         except Exception as exc:  # botocore's ClientError, into the OSError fsspec would raise
             from s3fs.errors import translate_boto_error

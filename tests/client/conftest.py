@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.client.s3server import S3Server, running_s3_server
 
 
 def digit_image(digit: int, fmt: str = "PNG", size: int = 28) -> bytes:
@@ -126,3 +130,26 @@ def prediction_body() -> Callable[..., dict[str, object]]:
 def write_tree() -> Callable[[Path, dict[str, bytes]], Path]:
     """Create files (relative path -> bytes) under a root."""
     return _write_tree
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a process of its own, shared by the session; tests use their own buckets."""
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this process (and the scorer processes it starts) at the S3 server, as a user would."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **s3_server.env}
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket for one test."""
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    s3_server.client().create_bucket(Bucket=name)
+    return name
