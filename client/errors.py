@@ -15,14 +15,16 @@
                               throttling): rerun to resume
 
 Errors that came from the server carry its machine-readable `code` and human `message`; errors of
-the layer below (httpx) are chained with `__cause__`.
+the layer below (httpx for Client, aiohttp for AsyncClient) are chained with `__cause__`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
+import aiohttp
 import httpx
 
 # The server's codes for "this image cannot be classified" (see the service's error contract).
@@ -144,6 +146,20 @@ def error_from_transport(exc: httpx.RequestError) -> VitserveError:
         error = ConnectionFailed(f"cannot talk to {_where(exc)}: {exc or type(exc).__name__}")
     else:  # DecodingError, TooManyRedirects: the server answered, but not in a way we can use
         error = ServerError(f"unusable response from {_where(exc)}: {exc}", code="invalid_response")
+    error.__cause__ = exc
+    return error
+
+
+def error_from_aiohttp(exc: aiohttp.ClientError | asyncio.TimeoutError, url: str) -> VitserveError:
+    """The same translation for AsyncClient's transport; the original stays reachable as `__cause__`."""
+    error: VitserveError
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's connect and read timeouts are ones too
+        error = Timeout(f"no answer from {url} in time ({type(exc).__name__})")
+    elif isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        # Refused, reset, dropped mid-answer: the connection failed, not the request.
+        error = ConnectionFailed(f"cannot talk to {url}: {exc or type(exc).__name__}")
+    else:  # a malformed answer, too many redirects: the server answered, but not usably
+        error = ServerError(f"unusable response from {url}: {exc}", code="invalid_response")
     error.__cause__ = exc
     return error
 

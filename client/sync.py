@@ -175,8 +175,9 @@ class Client:
                 reply = self._send(step)
 
     def _send(self, step: protocol.Send) -> httpx.Response | VitserveError:
+        headers, body = step.body()
         request = self._http.build_request(
-            step.method, step.path, params=step.params, data=step.data or None, files=step.files or None
+            step.method, step.path, params=step.params, headers=headers, content=body
         )
         try:
             return self._http.send(request)
