@@ -4,13 +4,24 @@ CLI accepts, against the Service the base deploys, and its failure policy follow
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate.utils as kv
 import pytest
 
-from tests.deploy.test_manifests import K8S, KUBERNETES_VERSIONS, kustomize, only, render_overlay, validate
+from tests.deploy.test_manifests import (
+    K8S,
+    KUBERNETES_VERSIONS,
+    REPO,
+    assert_restricted,
+    kustomize,
+    only,
+    render_overlay,
+    validate,
+)
 from vitserve.cli import build_parser
 from vitserve.client import cli as score_cli
 from vitserve.client.sharding import Shard
@@ -26,6 +37,14 @@ def job_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = only(objects, "Job")["spec"]["template"]["spec"]["containers"]
     result: dict[str, Any] = container
     return result
+
+
+def readme_overlay() -> str:
+    """The kustomization of the README's worked example (16 pods over one bucket)."""
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"cat > kustomization.yaml <<'YAML'\n(.*?)\nYAML\n", readme, re.DOTALL)
+    assert match, "the README's worked example of scoring a bucket with N pods is gone"
+    return match[1]
 
 
 def environment(objects: list[dict[str, Any]], index: int) -> dict[str, str]:
@@ -125,11 +144,7 @@ def test_pod_is_locked_down_and_takes_credentials_from_the_platform() -> None:
     objects = render()
     pod = only(objects, "Job")["spec"]["template"]["spec"]
     container = job_container(objects)
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert_restricted(pod, container)
     assert pod["serviceAccountName"] == only(objects, "ServiceAccount")["metadata"]["name"]
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
     # No credential is written into the manifests: the optional Secret or the workload identity.
@@ -139,3 +154,23 @@ def test_pod_is_locked_down_and_takes_credentials_from_the_platform() -> None:
     # The service's own image repository (the tag picks the variant).
     service = only(render_overlay("cpu"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].rsplit(":", 1)[0] == service["image"].rsplit(":", 1)[0]
+
+
+def test_the_readme_example_renders_16_shards_of_the_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overlay = readme_overlay().replace("../deploy/k8s/jobs/score", os.path.relpath(JOB, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(overlay)
+    objects = kustomize(tmp_path)
+    for obj in objects:
+        validate(obj, kv.latest_version())
+    assert only(objects, "Job")["spec"]["completions"] == 16
+    env = environment(objects, 15)
+    assert env["SHARD_COUNT"] == "16" and env["SCORE_SOURCE"] == "s3://my-bucket/photos"
+    assert env["VITSERVE_URL"] == environment(render(), 0)["VITSERVE_URL"]  # merged, not replaced
+    role = only(objects, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role.startswith("arn:aws:iam::")
+    args = job_container(objects)["args"]
+    monkeypatch.setenv("VITSERVE_URL", env["VITSERVE_URL"])
+    parsed = build_parser("score").parse_args(["score", *(expand(arg, env) for arg in args)])
+    assert parsed.shard == Shard(15, 16)
