@@ -143,13 +143,7 @@ class ResultsFolder:
         parts = committed_parts(self.store)
         for (_, key), rows in zip(parts, read_parts(self.store, [key for _, key in parts]), strict=True):
             for row, _ in rows:
-                if row.path in state.done:
-                    raise ResultsFileError(f"{self.store.location}/{key}: {row.path!r} appears twice")
-                state.done.add(row.path)
-                if row.error is not None:
-                    state.failed += 1
-                elif row.model is not None:
-                    state.models.add(row.model)
+                state.add(row, f"{self.store.location}/{key}")
         self._next = parts[-1][0] + 1 if parts else 1
         self._rows, self._failed = len(state.done), state.failed
         return state

@@ -17,7 +17,6 @@ import asyncio
 import os
 import re
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -135,13 +134,13 @@ class LocalStore:
             return False
         finally:
             temporary.unlink()
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         return True
 
     def replace(self, key: str, data: bytes) -> None:
         target = self.root / key
         os.replace(self._synced_temporary(target, data), target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def sub(self, folder: str) -> LocalStore:
         return LocalStore(self.root / folder)
@@ -150,10 +149,7 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         return Path(name)
@@ -228,12 +224,16 @@ def open_store(location: str | os.PathLike[str]) -> ObjectStore:
     return FsspecStore(fs, root, url)
 
 
-def unique_suffix() -> str:
-    """A short random name part for temporary objects of one writer."""
-    return uuid.uuid4().hex[:12]
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`, then fsync it."""
+    view = memoryview(data)
+    while view:  # a regular file takes it in one call; the loop covers signals and quotas
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a file's creation or rename in `directory` survive a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
