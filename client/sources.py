@@ -1,9 +1,10 @@
 """The images to score: listed as relative "/"-separated paths, page by page, and read concurrently.
 
 A local folder is walked with walk.py. An S3 prefix is listed with ListObjectsV2 through the
-paginator of s3fs's own aiobotocore client, 1,000 keys a page: only the page in hand is in memory,
-so a prefix of ten million keys streams like a small one. Other fsspec back-ends are walked one
-"directory" at a time (`fs.walk`), which holds the largest directory's listing in memory.
+paginator of s3fs's own aiobotocore client, a GCS prefix with google-cloud-storage's pager, 1,000
+keys a page: only the page in hand is in memory, so a prefix of ten million keys streams like a
+small one. Other fsspec back-ends (Azure included, for now) are walked one "directory" at a time
+(`fs.walk`), which holds the largest directory's listing in memory.
 
 The same rules pick the images everywhere: one of the wanted extensions (any case), no hidden
 component (".git/", ".DS_Store"), no folder placeholders. Listing order never matters to the
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from vitserve.client.errors import StorageError
 from vitserve.client.storage import LoopBridge, filesystem, is_url, translate
 from vitserve.client.walk import count_images, iter_images
 
@@ -65,8 +67,11 @@ def open_source(location: str | os.PathLike[str], extensions: frozenset[str]) ->
             raise NotADirectoryError(f"not a directory: {root}")
         return LocalSource(root, extensions)
     fs, path = filesystem(str(location))
-    if "s3" in _protocols(fs):
+    protocols = _protocols(fs)
+    if "s3" in protocols:
         return S3Source(fs, path, str(location), extensions)
+    if "gs" in protocols:
+        return GCSSource(fs, path, str(location), extensions)
     return WalkedSource(fs, path, str(location), extensions)
 
 
@@ -93,8 +98,8 @@ class LocalSource:
         return _count(iter_images(self.root, self.extensions), stop, keep)
 
 
-class S3Source:
-    """An S3 (or S3-compatible) prefix, listed with the paginator, read with s3fs."""
+class BucketSource:
+    """A prefix of an object store whose back-end lists page by page; images read with fsspec."""
 
     def __init__(
         self, fs: Any, path: str, location: str, extensions: frozenset[str], page_size: int = PAGE
@@ -108,14 +113,14 @@ class S3Source:
         self._bridge = LoopBridge(fs)
 
     async def pages(self) -> AsyncIterator[list[str]]:
-        async for keys in self._bridge.iterate(self._listing()):
+        async for keys in self._key_pages():
             yield self._images(keys)
 
     async def read_many(self, paths: list[str]) -> list[bytes | OSError]:
         return await self._bridge.run(self._read_all(paths))
 
     async def _read_all(self, paths: list[str]) -> list[bytes | OSError]:
-        """Runs on fsspec's loop: one GET per image, all at once (s3fs bounds its connection pool)."""
+        """Runs on fsspec's loop: one GET per image, all at once (the back-end bounds its pool)."""
         keys = [f"{self.bucket}/{self.prefix}{path}" for path in paths]
         found = await asyncio.gather(*(self.fs._cat_file(key) for key in keys), return_exceptions=True)
         return [
@@ -124,15 +129,39 @@ class S3Source:
 
     def count(self, stop: threading.Event, keep: Callable[[str], bool] | None = None) -> int | None:
         total = 0
-        pages = self._listing()
-        while not stop.is_set():
-            future = asyncio.run_coroutine_threadsafe(_next_page(pages), self._bridge.loop)
-            keys = future.result()
-            if keys is None:
-                return total
+        for keys in self._blocking_key_pages():
+            if stop.is_set():
+                return None
             images = self._images(keys)
             total += len(images) if keep is None else sum(map(keep, images))
-        return None
+        return total
+
+    def _key_pages(self) -> AsyncIterator[list[str]]:
+        """The full keys under the prefix, a listing page at a time."""
+        raise NotImplementedError
+
+    def _blocking_key_pages(self) -> Iterator[list[str]]:
+        """The same, for a worker thread."""
+        raise NotImplementedError
+
+    def _images(self, keys: list[str]) -> list[str]:
+        start = len(self.prefix)
+        relative = (key[start:] for key in keys)
+        return [path for path in relative if wanted_path(path, self.extensions)]
+
+
+class S3Source(BucketSource):
+    """An S3 (or S3-compatible) prefix: ListObjectsV2 through the paginator of s3fs's aiobotocore client."""
+
+    def _key_pages(self) -> AsyncIterator[list[str]]:
+        return self._bridge.iterate(self._listing())
+
+    def _blocking_key_pages(self) -> Iterator[list[str]]:
+        pages = self._listing()
+        while (
+            keys := asyncio.run_coroutine_threadsafe(_next_page(pages), self._bridge.loop).result()
+        ) is not None:
+            yield keys
 
     async def _listing(self) -> AsyncIterator[list[str]]:
         """Runs on fsspec's loop: the keys of each ListObjectsV2 page."""
@@ -150,10 +179,34 @@ class S3Source:
             error = translate_boto_error(exc) if not isinstance(exc, OSError) else exc
             raise translate(error, f"listing {self.location}") from exc
 
-    def _images(self, keys: list[str]) -> list[str]:
-        start = len(self.prefix)
-        relative = (key[start:] for key in keys)
-        return [path for path in relative if wanted_path(path, self.extensions)]
+
+class GCSSource(BucketSource):
+    """A Google Cloud Storage prefix: the JSON API's objects.list, a page at a time, through
+    google-cloud-storage's pager (gcsfs's own listing collects every page before returning).
+
+    google-cloud-storage comes with gcsfs, finds the same application default credentials, and
+    honours STORAGE_EMULATOR_HOST as gcsfs does.
+    """
+
+    async def _key_pages(self) -> AsyncIterator[list[str]]:
+        pages = self._blocking_key_pages()
+        while (keys := await asyncio.to_thread(next, pages, None)) is not None:
+            yield keys
+
+    def _blocking_key_pages(self) -> Iterator[list[str]]:
+        from google.api_core import exceptions
+        from google.cloud import storage
+
+        try:
+            blobs = storage.Client().list_blobs(self.bucket, prefix=self.prefix, page_size=self.page_size)
+            for page in blobs.pages:
+                yield [blob.name for blob in page]
+        except exceptions.NotFound as exc:
+            raise FileNotFoundError(f"listing {self.location}: {exc.message}") from exc
+        except (exceptions.Forbidden, exceptions.Unauthorized) as exc:
+            raise PermissionError(f"listing {self.location}: {exc.message}") from exc
+        except (exceptions.GoogleAPIError, OSError) as exc:
+            raise StorageError(f"listing {self.location}: {type(exc).__name__}: {exc}") from exc
 
 
 class WalkedSource:
