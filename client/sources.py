@@ -1,10 +1,10 @@
 """The images to score: listed as relative "/"-separated paths, page by page, and read concurrently.
 
 A local folder is walked with walk.py. An S3 prefix is listed with ListObjectsV2 through the
-paginator of s3fs's own aiobotocore client, a GCS prefix with google-cloud-storage's pager, 1,000
-keys a page: only the page in hand is in memory, so a prefix of ten million keys streams like a
-small one. Other fsspec back-ends (Azure included, for now) are walked one "directory" at a time
-(`fs.walk`), which holds the largest directory's listing in memory.
+paginator of s3fs's own aiobotocore client, a GCS prefix with google-cloud-storage's pager, an Azure
+one with the pager of adlfs's azure-storage-blob client, 1,000 keys a page: only the page in hand is
+in memory, so a prefix of ten million keys streams like a small one. Other fsspec back-ends are
+walked one "directory" at a time (`fs.walk`), which holds the largest directory's listing in memory.
 
 The same rules pick the images everywhere: one of the wanted extensions (any case), no hidden
 component (".git/", ".DS_Store"), no folder placeholders. Listing order never matters to the
@@ -72,6 +72,8 @@ def open_source(location: str | os.PathLike[str], extensions: frozenset[str]) ->
         return S3Source(fs, path, str(location), extensions)
     if "gs" in protocols:
         return GCSSource(fs, path, str(location), extensions)
+    if "az" in protocols or "abfs" in protocols:
+        return AzureSource(fs, path, str(location), extensions)
     return WalkedSource(fs, path, str(location), extensions)
 
 
@@ -150,18 +152,27 @@ class BucketSource:
         return [path for path in relative if wanted_path(path, self.extensions)]
 
 
-class S3Source(BucketSource):
-    """An S3 (or S3-compatible) prefix: ListObjectsV2 through the paginator of s3fs's aiobotocore client."""
+class LoopListedSource(BucketSource):
+    """A bucket whose pager is an async iterator of the back-end's own client, on fsspec's loop."""
 
     def _key_pages(self) -> AsyncIterator[list[str]]:
         return self._bridge.iterate(self._listing())
 
     def _blocking_key_pages(self) -> Iterator[list[str]]:
         pages = self._listing()
-        while (
-            keys := asyncio.run_coroutine_threadsafe(_next_page(pages), self._bridge.loop).result()
-        ) is not None:
+        while True:
+            keys = asyncio.run_coroutine_threadsafe(_next_page(pages), self._bridge.loop).result()
+            if keys is None:
+                return
             yield keys
+
+    def _listing(self) -> AsyncIterator[list[str]]:
+        """Runs on fsspec's loop: the keys of each listing page."""
+        raise NotImplementedError
+
+
+class S3Source(LoopListedSource):
+    """An S3 (or S3-compatible) prefix: ListObjectsV2 through the paginator of s3fs's aiobotocore client."""
 
     async def _listing(self) -> AsyncIterator[list[str]]:
         """Runs on fsspec's loop: the keys of each ListObjectsV2 page."""
@@ -178,6 +189,26 @@ class S3Source(BucketSource):
 
             error = translate_boto_error(exc) if not isinstance(exc, OSError) else exc
             raise translate(error, f"listing {self.location}") from exc
+
+
+class AzureSource(LoopListedSource):
+    """An Azure Blob Storage prefix: List Blobs a page at a time, through the pager of adlfs's own
+    azure-storage-blob client (adlfs's find() collects every blob before returning)."""
+
+    async def _listing(self) -> AsyncIterator[list[str]]:
+        from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
+
+        try:
+            async with self.fs.service_client.get_container_client(self.bucket) as container:
+                blobs = container.list_blobs(name_starts_with=self.prefix, results_per_page=self.page_size)
+                async for page in blobs.by_page():
+                    yield [blob.name async for blob in page]
+        except ResourceNotFoundError as exc:
+            raise FileNotFoundError(f"listing {self.location}: {exc.message}") from exc
+        except ClientAuthenticationError as exc:
+            raise PermissionError(f"listing {self.location}: {exc.message}") from exc
+        except (AzureError, OSError) as exc:
+            raise StorageError(f"listing {self.location}: {type(exc).__name__}: {exc}") from exc
 
 
 class GCSSource(BucketSource):
