@@ -21,7 +21,7 @@ from typing import IO
 
 from vitserve.client.errors import ResultsFileError
 from vitserve.client.output import CSV_HEADER, Format, Row, decode_line, encode_row, results_format
-from vitserve.client.results_folder import committed_parts, read_completion, read_part
+from vitserve.client.results_folder import committed_parts, read_completion, read_parts
 from vitserve.client.sharding import Shard, parse_shard_name
 from vitserve.client.storage import ObjectStore, filesystem, is_url, open_store, translate
 
@@ -93,9 +93,8 @@ def finished_shards(store: ObjectStore) -> list[ObjectStore]:
 
 def _rows(shards: list[ObjectStore]) -> Iterator[Row]:
     for shard in shards:
-        for _, key in committed_parts(shard):
-            for row, _ in read_part(shard, key):
-                yield row
+        for _, rows in read_parts(shard, [key for _, key in committed_parts(shard)]):
+            yield from rows
 
 
 def _sorted_runs(rows: Iterator[Row], spill: Path, run_rows: int) -> list[Path]:

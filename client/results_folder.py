@@ -26,7 +26,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +56,8 @@ def committed_parts(store: ObjectStore) -> list[tuple[int, str]]:
     return sorted(parts)
 
 
-def read_part(store: ObjectStore, key: str) -> list[tuple[Row, bytes]]:
-    """The rows of one part, each with its line; ResultsFileError if the part is not ours."""
+def read_part(store: ObjectStore, key: str) -> list[Row]:
+    """The rows of one part; ResultsFileError if the part is not ours."""
     data = store.read(key)
     if data and not data.endswith(b"\n"):
         raise ResultsFileError(
@@ -66,18 +66,19 @@ def read_part(store: ObjectStore, key: str) -> list[tuple[Row, bytes]]:
     rows = []
     for number, line in enumerate(data.splitlines(keepends=True), start=1):
         try:
-            rows.append((decode_line(line, "jsonl"), line))
+            rows.append(decode_line(line, "jsonl"))
         except ResultsFileError as exc:
             raise ResultsFileError(f"{store.location}/{key}, line {number}: {exc}") from exc
     return rows
 
 
-def read_parts(store: ObjectStore, keys: Sequence[str]) -> list[list[tuple[Row, bytes]]]:
-    """Every part's rows, in the order of `keys`, read concurrently."""
-    if len(keys) <= 1:
-        return [read_part(store, key) for key in keys]
+def read_parts(store: ObjectStore, keys: Sequence[str]) -> Iterator[tuple[str, list[Row]]]:
+    """(key, rows) of every part in the order of `keys`: `_READERS` parts fetched at once, and only
+    those in memory, so resuming a shard of millions of rows holds its paths, not its rows."""
     with ThreadPoolExecutor(max_workers=_READERS) as pool:
-        return list(pool.map(lambda key: read_part(store, key), keys))
+        for start in range(0, len(keys), _READERS):
+            window = keys[start : start + _READERS]
+            yield from zip(window, pool.map(lambda key: read_part(store, key), window), strict=True)
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ class ResultsFolder:
         """What the committed parts hold; the next part follows the last one found."""
         state = ResumeState()
         parts = committed_parts(self.store)
-        for (_, key), rows in zip(parts, read_parts(self.store, [key for _, key in parts]), strict=True):
-            for row, _ in rows:
+        for key, rows in read_parts(self.store, [key for _, key in parts]):
+            for row in rows:
                 state.add(row, f"{self.store.location}/{key}")
         self._next = parts[-1][0] + 1 if parts else 1
         self._rows, self._failed = len(state.done), state.failed
