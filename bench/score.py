@@ -20,6 +20,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -158,7 +159,8 @@ def _py_spy(output: Path | None) -> Iterator[None]:
     if output is None:
         yield
         return
-    spy = shutil.which("py-spy")
+    beside = Path(sys.executable).parent / "py-spy"  # installed in this virtual environment
+    spy = str(beside) if beside.is_file() else shutil.which("py-spy")
     if spy is None:
         raise RuntimeError("--profile needs py-spy: pip install py-spy")
     command = [spy, "record", "--pid", str(os.getpid()), "--gil", "--rate", "250", "--format", "raw"]
