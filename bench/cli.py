@@ -22,11 +22,11 @@ def register_score(group: argparse._SubParsersAction) -> None:
         help="vitserve score throughput as a fraction of the service's capacity, same run",
     )
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--images", type=int, default=3000, help="images scored per round")
+    parser.add_argument("--images", type=int, default=6000, help="images scored per round")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--duration-s", type=float, default=8.0, help="capacity measurement time per round")
-    parser.add_argument("--rounds", type=int, default=3, help="capacity/scoring rounds; medians reported")
+    parser.add_argument("--rounds", type=int, default=4, help="capacity/scoring rounds; medians reported")
     parser.add_argument(
         "--profile",
         type=Path,

@@ -2,11 +2,13 @@
 
 Capacity: closed-loop clients sending `/classify_batch` requests of the same chunk size the SDK uses,
 at the same concurrency, for a fixed time. Then `Client.score_folder` scores a folder of N images
-(copies of the shipped samples) against the same server, into a fresh results file. The two
-alternate for `rounds` rounds, so that a neighbour's load hits both alike; the ratio reported is the
-median of each round's scoring images/s over that round's capacity. CPU per image is counted
-for the scorer (this process, which runs nothing else while scoring) and for the server's process
-tree, so that the scorer's share of the 2 cores is a figure, not a guess.
+(copies of the shipped samples) against the same server, into a fresh results file. After a warm-up
+(the server's first seconds are slower), the two alternate for `rounds` rounds, capacity first in
+odd rounds and scoring first in even ones, so that a neighbour's load or a drift in the server hits
+both alike; the ratio reported is the median of each round's scoring images/s over that round's
+capacity. Both run on the same event loop (uvloop, as `vitserve score` does). CPU per image is
+counted for the scorer (this process, which runs nothing else while scoring) and for the server's
+process tree, so that the scorer's share of the 2 cores is a figure, not a guess.
 
 With `profile`, py-spy samples this process (only threads holding the GIL, so waiting is not
 counted) during the last round's scoring and writes the collapsed stacks; `components` sums them.

