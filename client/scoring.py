@@ -188,21 +188,21 @@ async def score_folder(
         more = True
         loop = asyncio.get_running_loop()
         last_commit = -math.inf
+        waiting: list[Row] = []  # answered, not yet handed to a commit: kept if cancelled meanwhile
         try:
             while more:
-                rows: list[Row] = []
                 batch = await finished.get()
-                if batch is not None and (wait := last_commit + GROUP_COMMIT_S - loop.time()) > 0:
-                    await asyncio.sleep(wait)  # let more answers arrive; the stop sign never waits
-                while True:  # group commit: everything that is ready, one write and one fsync
-                    if batch is None:
-                        more = False  # the stop sign: write what came before it, then stop
-                        break
-                    rows.extend(batch)
-                    if finished.empty():
-                        break
-                    batch = finished.get_nowait()
-                if rows:
+                if batch is not None:
+                    waiting.extend(batch)
+                    if (pause := last_commit + GROUP_COMMIT_S - loop.time()) > 0:
+                        await asyncio.sleep(pause)  # let more answers arrive; the stop sign never waits
+                    # Group commit: everything that is ready, one write and one fsync.
+                    while not finished.empty() and (batch := finished.get_nowait()) is not None:
+                        waiting.extend(batch)
+                if batch is None:
+                    more = False  # the stop sign: write what came before it, then stop
+                if waiting:
+                    rows, waiting = waiting, []
                     last_commit = loop.time()
                     await asyncio.to_thread(commit, rows)
                     if progress is not None:
@@ -210,7 +210,7 @@ async def score_folder(
         finally:
             # Cancelled (Ctrl-C, a failed worker): rows already answered are kept all the same. A
             # batch whose write was under way when cancelled is finished by its thread, not here.
-            left: list[Row] = []
+            left = waiting
             while not finished.empty():
                 left.extend(finished.get_nowait() or ())
             with commit_lock:
