@@ -28,6 +28,9 @@ def register_score(group: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="capacity measurement time per round")
     parser.add_argument("--rounds", type=int, default=4, help="capacity/scoring rounds; medians reported")
     parser.add_argument(
+        "--warmup-s", type=float, default=10.0, help="closed-loop load before the first round, not counted"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -52,7 +55,14 @@ def run_score(args: argparse.Namespace) -> int:
     )
     command = ["vitserve", "bench", "score", str(args.model_dir), "--images", str(args.images)]
     command += ["--concurrency", str(args.concurrency), "--batch-size", str(args.batch_size)]
-    command += ["--duration-s", str(args.duration_s), "--rounds", str(args.rounds)]
+    command += [
+        "--duration-s",
+        str(args.duration_s),
+        "--rounds",
+        str(args.rounds),
+        "--warmup-s",
+        str(args.warmup_s),
+    ]
     print(f"command: {shlex.join(command)}")
     print(f"cpu: {cpu_model()}; client and server share the machine; {os.cpu_count()} cores")
     print()
