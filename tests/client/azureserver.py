@@ -7,19 +7,12 @@ well-known development account (published by Microsoft for the emulator; it open
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.gate import wait_for
-from vitserve.service.launcher import free_port
+from tests.client.emulator import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE_VERSION = "3.37.0"
@@ -52,57 +45,26 @@ def install_azurite() -> Path:
     return BINARY
 
 
-class AzureServer:
-    """One Azurite blob service, data in a temporary folder; `env` is what a client needs to use it."""
+class AzureServer(EmulatorProcess):
+    """One Azurite blob service, data in a temporary folder."""
+
+    name = "azurite"
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/{DEV_ACCOUNT}"
+        super().__init__()
+        self.account_url = f"{self.url}/{DEV_ACCOUNT}"
         self.env = {
             "AZURE_STORAGE_CONNECTION_STRING": (
                 f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-                f"BlobEndpoint={self.url};"
+                f"BlobEndpoint={self.account_url};"
             )
         }
         self.data = tempfile.TemporaryDirectory(prefix="vitserve-azurite-")
-        self.log_path = Path(tempfile.gettempdir()) / f"vitserve-azurite-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AzureServer:
+    def command(self) -> list[str]:
         command = [str(install_azurite()), "--blobHost", "127.0.0.1", "--blobPort", str(self.port)]
-        command += ["--location", self.data.name, "--skipApiVersionCheck", "--loose"]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self._answers, f"Azurite on {self.url} (log: {self.log_path})", timeout_s=60)
-        return self
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"Azurite exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            httpx.get(self.url, timeout=2)
-        except httpx.TransportError:
-            return False
-        return True
+        return [*command, "--location", self.data.name, "--skipApiVersionCheck", "--loose"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # it waits for idle keep-alive connections to close
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        super().stop()
         self.data.cleanup()
-
-
-@contextmanager
-def running_azure_server() -> Iterator[AzureServer]:
-    server = AzureServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import threading
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.client.s3server import S3Server, running_s3_server
+from tests.client.emulator import point_at, running
+from tests.client.s3server import S3Server
 
 
 def digit_image(digit: int, fmt: str = "PNG", size: int = 28) -> bytes:
@@ -135,16 +135,14 @@ def write_tree() -> Callable[[Path, dict[str, bytes]], Path]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """moto's S3 server in a process of its own, shared by the session; tests use their own buckets."""
-    with running_s3_server() as server:
+    with running(S3Server()) as server:
         yield server
 
 
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point this process (and the scorer processes it starts) at the S3 server, as a user would."""
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **s3_server.env}
+    return point_at(s3_server, monkeypatch)
 
 
 @pytest.fixture

@@ -5,18 +5,16 @@ failure points are covered against S3 (test_client_object_storage.py)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.client.azureserver import AzureServer, running_azure_server
+from tests.client.azureserver import AzureServer
+from tests.client.cli_runs import score_in_shards_and_merge
 from tests.client.conftest import digit_image
-from tests.client.test_client_score import read_rows
+from tests.client.emulator import point_at, running
 from vitserve.client import ResultsFileError
 from vitserve.client.output import Row
 from vitserve.client.results_folder import ResultsFolder
@@ -27,17 +25,16 @@ from vitserve.client.storage import filesystem, open_store
 
 @pytest.fixture(scope="module")
 def azure_server() -> Iterator[AzureServer]:
-    with running_azure_server() as server:
+    with running(AzureServer()) as server:
         yield server
 
 
 @pytest.fixture
 def azure(azure_server: AzureServer, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], Any]:
     """The environment pointing at Azurite, and an adlfs file system on it for the tests' own writes."""
-    for name, value in azure_server.env.items():
-        monkeypatch.setenv(name, value)
+    env = point_at(azure_server, monkeypatch)
     fs, _ = filesystem("az://any")
-    return {**os.environ, **azure_server.env}, fs
+    return env, fs
 
 
 def put_images(fs: Any, container: str, prefix: str, count: int) -> list[str]:
@@ -86,18 +83,7 @@ def test_an_azure_container_is_scored_in_shards_and_merged(
 ) -> None:
     env, fs = azure
     images = put_images(fs, "scoring", "photos", 14)
-    command = [sys.executable, "-m", "vitserve", "score", "az://scoring/photos", "--url", vitserve_server]
-    for shard in ("0/2", "1/2"):
-        result = subprocess.run(
-            [*command, "--out", "az://scoring/scores/", "--shard", shard],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr
-    out = tmp_path / "merged.csv"
-    merge = [sys.executable, "-m", "vitserve", "merge", "az://scoring/scores/", "--out", str(out)]
-    merged = subprocess.run(merge, env=env, capture_output=True, text=True)
-    assert merged.returncode == 0, merged.stderr
-    rows = read_rows(out)
+    rows = score_in_shards_and_merge(
+        vitserve_server, "az://scoring/photos", "az://scoring/scores/", env, 2, tmp_path / "merged.csv"
+    )
     assert [row["path"] for row in rows] == sorted(images) and all(row["label"] for row in rows)

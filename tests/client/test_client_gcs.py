@@ -6,18 +6,16 @@ here, what differs per back-end: listing, reading, the exclusive create."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.client.cli_runs import score_in_shards_and_merge
 from tests.client.conftest import digit_image
-from tests.client.gcsserver import GCSServer, running_gcs_server
-from tests.client.test_client_score import read_rows
+from tests.client.emulator import point_at, running
+from tests.client.gcsserver import GCSServer
 from vitserve.client import ResultsFileError
 from vitserve.client.output import Row
 from vitserve.client.results_folder import ResultsFolder
@@ -28,15 +26,13 @@ from vitserve.client.storage import filesystem, open_store
 
 @pytest.fixture(scope="module")
 def gcs_server() -> Iterator[GCSServer]:
-    with running_gcs_server() as server:
+    with running(GCSServer()) as server:
         yield server
 
 
 @pytest.fixture
 def gcs_env(gcs_server: GCSServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for name, value in gcs_server.env.items():
-        monkeypatch.setenv(name, value)
-    return {**os.environ, **gcs_server.env}
+    return point_at(gcs_server, monkeypatch)
 
 
 def put_images(gcs: GCSServer, bucket: str, prefix: str, count: int) -> list[str]:
@@ -93,31 +89,7 @@ def test_a_gcs_bucket_is_scored_and_merged(
 ) -> None:
     gcs_server.create_bucket("scoring")
     images = put_images(gcs_server, "scoring", "photos", 14)
-    command = [sys.executable, "-m", "vitserve", "score", "gs://scoring/photos", "--url", vitserve_server]
-    result = subprocess.run(
-        [*command, "--out", "gs://scoring/scores/", "--shard", "1/2"],
-        env=gcs_env,
-        capture_output=True,
-        text=True,
+    rows = score_in_shards_and_merge(
+        vitserve_server, "gs://scoring/photos", "gs://scoring/scores/", gcs_env, 2, tmp_path / "m.jsonl"
     )
-    assert result.returncode == 0, result.stderr
-    result = subprocess.run(
-        [*command, "--out", "gs://scoring/scores/", "--shard", "0/2"],
-        env=gcs_env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    merge = [
-        sys.executable,
-        "-m",
-        "vitserve",
-        "merge",
-        "gs://scoring/scores/",
-        "--out",
-        str(tmp_path / "m.jsonl"),
-    ]
-    merged = subprocess.run(merge, env=gcs_env, capture_output=True, text=True)
-    assert merged.returncode == 0, merged.stderr
-    rows = read_rows(tmp_path / "m.jsonl")
     assert [row["path"] for row in rows] == sorted(images) and all(row["label"] for row in rows)

@@ -9,7 +9,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.client.cli_runs import assert_once_sorted, merge, run, score
 from tests.client.conftest import digit_image
 from tests.client.s3server import S3Server
 from tests.client.test_client_score import read_rows
@@ -46,23 +46,6 @@ def put_images(s3: S3Server, bucket: str, prefix: str, count: int) -> list[str]:
 def keys(s3: S3Server, bucket: str, prefix: str) -> list[str]:
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", ())]
-
-
-def score(url: str, source: str, out: str, env: dict[str, str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "vitserve", "score", source, "--url", url, "--out", out, *extra]
-
-
-def merge(folder: str, out: str | Path) -> list[str]:
-    return [sys.executable, "-m", "vitserve", "merge", folder, "--out", str(out)]
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-
-
-def assert_once_sorted(rows: list[dict[str, Any]], expected: list[str]) -> None:
-    paths = [row["path"] for row in rows]
-    assert paths == sorted(expected, key=lambda p: p.encode()), "not every image once, in path order"
 
 
 def test_listing_is_paged_filtered_and_read_concurrently(
