@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.client.emulator import point_at, running
+from tests.client.s3server import S3Server
 
 
 def digit_image(digit: int, fmt: str = "PNG", size: int = 28) -> bytes:
@@ -126,3 +130,24 @@ def prediction_body() -> Callable[..., dict[str, object]]:
 def write_tree() -> Callable[[Path, dict[str, bytes]], Path]:
     """Create files (relative path -> bytes) under a root."""
     return _write_tree
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a process of its own, shared by the session; tests use their own buckets."""
+    with running(S3Server()) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this process (and the scorer processes it starts) at the S3 server, as a user would."""
+    return point_at(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket for one test."""
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    s3_server.client().create_bucket(Bucket=name)
+    return name

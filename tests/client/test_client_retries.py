@@ -122,4 +122,12 @@ def test_a_silent_server_is_a_timeout() -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         with Client(url, timeout=0.2, retries=0) as client, pytest.raises(Timeout) as raised:
             client.classify(IMAGE)
-    assert isinstance(raised.value.__cause__, httpx.TimeoutException)
+        assert isinstance(raised.value.__cause__, httpx.TimeoutException)
+
+        async def run() -> None:
+            async with AsyncClient(url, timeout=0.2, retries=0) as client:
+                await client.classify(IMAGE)
+
+        with pytest.raises(Timeout) as raised:
+            asyncio.run(run())
+        assert isinstance(raised.value.__cause__, TimeoutError)  # aiohttp's timeouts are ones

@@ -230,17 +230,22 @@ def test_keda_scales_on_a_metric_the_service_exports() -> None:
     assert f'service="{only(objects, "Service")["metadata"]["name"]}"' in query
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pod_is_locked_down(overlay: str) -> None:
-    objects = render_overlay(overlay)
-    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
-    c = container(objects)
+def assert_restricted(pod: dict[str, Any], c: dict[str, Any]) -> None:
+    """The pod and container settings of the "restricted" Pod Security Standard, plus a read-only root."""
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_is_locked_down(overlay: str) -> None:
+    objects = render_overlay(overlay)
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    c = container(objects)
+    assert_restricted(pod, c)
     # The read-only root needs exactly one writable path, where the image points HOME/BENTOML_HOME.
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
 
