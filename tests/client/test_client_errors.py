@@ -114,13 +114,14 @@ def test_transport_errors_are_translated_and_chained() -> None:
 
 def test_aiohttp_errors_are_translated_and_chained() -> None:
     url = "http://127.0.0.1:9/classify"
-    for cause, kind in [
+    cases: list[tuple[aiohttp.ClientError | TimeoutError, type[Exception]]] = [
         (aiohttp.ServerDisconnectedError(), ConnectionFailed),
         (aiohttp.ClientOSError(111, "refused"), ConnectionFailed),
         (aiohttp.ClientPayloadError("dropped mid-body"), ConnectionFailed),
         (aiohttp.ServerTimeoutError("slow"), Timeout),
         (TimeoutError(), Timeout),
         (aiohttp.InvalidURL("http://[::1"), ServerError),
-    ]:
+    ]
+    for cause, kind in cases:
         error = error_from_aiohttp(cause, url)
         assert type(error) is kind and error.__cause__ is cause and url in str(error)
