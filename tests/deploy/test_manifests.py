@@ -304,6 +304,15 @@ def test_gpu_overlay_requests_a_gpu_and_the_cpu_overlay_does_not() -> None:
     assert configured_settings(cpu).device == "cpu"
 
 
+@pytest.mark.parametrize(("overlay", "suffix"), [("cpu", "-cpu"), ("gpu", "")])
+def test_each_overlay_runs_the_image_built_for_it(overlay: str, suffix: str) -> None:
+    """`make image` tags vitserve:<version>-cpu, and vitserve:<version> for the GPU variant
+    (deploy/build-image.sh); an overlay that pulled the other variant would run without its provider."""
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    image = container(render_overlay(overlay))["image"]
+    assert image.rsplit(":", 1)[1] == version + suffix, image
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_and_monitor_reach_the_pods(overlay: str) -> None:
     objects = render_overlay(overlay)
