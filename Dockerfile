@@ -1,10 +1,11 @@
 # vitserve: the HTTP service (BentoML + ONNX Runtime) with the shipped digits model. docs/deploy.md.
 #
-#   deploy/wheelhouse.sh gpu && docker build -t vitserve:0.1.0 .
-#   deploy/wheelhouse.sh cpu && docker build --build-arg VARIANT=cpu -t vitserve:0.1.0-cpu .
+#   make image                 # CPU variant, vitserve:0.1.0-cpu
+#   make image VARIANT=gpu     # GPU variant (CUDA 13 / cuDNN 9), vitserve:0.1.0
 #
-# Both stages install from build/wheelhouse/ only (no package index): deploy/wheelhouse.sh fills it
-# with the project's wheel and the hash-pinned deploy/requirements/$VARIANT.txt.
+# Both stages install from build/wheelhouse/ only (no package index): `make image` fills it first
+# (deploy/wheelhouse.sh: the project's wheel and the hash-pinned deploy/requirements/$VARIANT.txt).
+# A bare `docker build .` works once the wheelhouse is filled, and builds the CPU variant too.
 
 # The GPU variant takes CUDA 13 / cuDNN 9 from onnxruntime-gpu's [cuda,cudnn] pip extras on a slim
 # Python base instead of an nvidia/cuda:13-cudnn-runtime base: the extras carry only the libraries
@@ -13,7 +14,7 @@
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
-ARG VARIANT=gpu
+ARG VARIANT=cpu
 SHELL ["/bin/sh", "-eu", "-c"]
 # Dependencies first, in their own layer: they change rarely and take minutes to install. The
 # requirements are COPY'd (content-hashed, so the cache notices a change) and pin every wheel by
@@ -31,7 +32,7 @@ RUN /opt/vitserve/bin/pip install --no-cache-dir --no-index --no-deps /tmp/wheel
     && /opt/vitserve/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE}
-ARG VARIANT=gpu
+ARG VARIANT=cpu
 LABEL org.opencontainers.image.title="vitserve" \
       org.opencontainers.image.description="Vision Transformer classifier over HTTP (BentoML + ONNX Runtime)" \
       org.opencontainers.image.version="0.1.0" \
@@ -39,9 +40,12 @@ LABEL org.opencontainers.image.title="vitserve" \
       io.vitserve.variant="${VARIANT}"
 
 # A fixed numeric id, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+# The working directory is made here, root's and read-only: WORKDIR alone leaves it to the engine
+# (buildah does not create it in the image; podman then makes it at start, owned by the user).
 RUN groupadd --system --gid 10001 vitserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
-        --shell /usr/sbin/nologin vitserve
+        --shell /usr/sbin/nologin vitserve \
+    && mkdir --mode=0555 /srv/vitserve
 
 COPY --from=builder /opt/vitserve /opt/vitserve
 
@@ -72,6 +76,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('VITSERVE_PORT', '3000') + '/readyz', timeout=4)"]
 
 # `vitserve serve` validates the VITSERVE_* settings, then execs BentoML: it is PID 1 and receives
-# SIGTERM itself, no shell in between. (It does not drain requests on SIGTERM: the Kubernetes
-# preStop sleep does, docs/deploy.md.)
+# SIGTERM itself, no shell in between, and drains the requests in flight before exiting
+# (service/shutdown.py).
 CMD ["vitserve", "serve"]

@@ -27,31 +27,75 @@ def register_score(group: argparse._SubParsersAction) -> None:
         help="vitserve score throughput as a fraction of the service's capacity, same run",
     )
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=6000, help="images scored per round")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--duration-s", type=float, default=10.0, help="capacity measurement time")
+    parser.add_argument("--duration-s", type=float, default=8.0, help="capacity measurement time per round")
+    parser.add_argument("--rounds", type=int, default=4, help="capacity/scoring rounds; medians reported")
+    parser.add_argument(
+        "--warmup-s", type=float, default=10.0, help="closed-loop load before the first round, not counted"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write py-spy's collapsed stacks of the last round's scoring here and print where the "
+        "scorer's CPU went (needs py-spy)",
+    )
     parser.set_defaults(func=run_score)
 
 
 def run_score(args: argparse.Namespace) -> int:
     from vitserve.bench.model import cpu_model
-    from vitserve.bench.score import run
+    from vitserve.bench.score import components, run
 
-    result = run(args.model_dir, args.images, args.concurrency, args.batch_size, args.duration_s)
+    result = run(
+        args.model_dir,
+        args.images,
+        args.concurrency,
+        args.batch_size,
+        args.duration_s,
+        args.rounds,
+        args.profile,
+    )
     command = ["vitserve", "bench", "score", str(args.model_dir), "--images", str(args.images)]
     command += ["--concurrency", str(args.concurrency), "--batch-size", str(args.batch_size)]
+    command += [
+        "--duration-s",
+        str(args.duration_s),
+        "--rounds",
+        str(args.rounds),
+        "--warmup-s",
+        str(args.warmup_s),
+    ]
     print(f"command: {shlex.join(command)}")
-    print(f"cpu: {cpu_model()}; client and server share the machine")
-    print(
-        f"service capacity (/classify_batch x{args.batch_size}, {args.concurrency} clients): "
-        f"{result.capacity_images_per_s:.1f} img/s"
+    print(f"cpu: {cpu_model()}; client and server share the machine; {os.cpu_count()} cores")
+    print()
+    print("| round | capacity img/s | scoring img/s | ratio | scorer CPU ms/img | server CPU ms/img |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for number, r in enumerate(result.rounds, start=1):
+        print(
+            f"| {number} | {r.capacity_images_per_s:.1f} | {r.scoring_images_per_s:.1f} | {r.ratio:.0%} "
+            f"| {r.scorer_cpu_ms_per_image:.3f} | {r.server_cpu_ms_per_image:.3f} |"
+        )
+    capacity, scoring = result.median("capacity_images_per_s"), result.median("scoring_images_per_s")
+    scorer_cpu, server_cpu = (
+        result.median("scorer_cpu_ms_per_image"),
+        result.median("server_cpu_ms_per_image"),
     )
+    ratio = f"**{result.ratio:.0%}**"
+    print(f"| median | {capacity:.1f} | {scoring:.1f} | {ratio} | {scorer_cpu:.3f} | {server_cpu:.3f} |")
+    print()
     print(
-        f"vitserve score, {result.images} images: {result.scoring_images_per_s:.1f} img/s, "
-        f"{result.failed} failed"
+        f"capacity: /classify_batch x{args.batch_size}, {args.concurrency} closed-loop clients; scoring: "
+        f"{result.images} images per round, {result.failed} failed in all"
     )
-    print(f"ratio: {result.ratio:.0%} (target >= 90%)")
+    print(f"ratio (median of rounds): {result.ratio:.0%} (target >= 90%)")
+    if args.profile is not None:
+        print()
+        print(f"where the scorer's CPU went (py-spy, GIL-holding samples, last round; in {args.profile}):")
+        for name, share in components(args.profile):
+            print(f"  {share:6.1%}  {name}")
     return 0
 
 

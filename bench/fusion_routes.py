@@ -30,7 +30,7 @@ class SplitQKVAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, None]:  # always manual
         B, N, D = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -41,11 +41,21 @@ class SplitQKVAttention(nn.Module):
         return self.proj(torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(B, N, D)), None
 
 
+class ManualPath(nn.Module):
+    """A ViT whose forward takes the step-by-step attention path (MatMul-Softmax-MatMul)."""
+
+    def __init__(self, vit: ViT) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x, fused=False)
+
+
 def candidates() -> dict[str, nn.Module]:
     config = PRESETS["digits"]
     torch.manual_seed(0)
-    packed = ViT(config).eval()
-    packed.set_fused_attention(False)
+    packed = ManualPath(ViT(config).eval())
     split = ViT(config).eval()
     for block in split.blocks:
         block.attn = SplitQKVAttention(config.dim, config.num_heads)  # type: ignore[assignment]

@@ -82,8 +82,7 @@ def build_runners(loaded: LoadedModel, threads: int) -> dict[str, Callable[[np.n
     fused = export_onnx(vit, loaded.preprocessing, fused=True)
     if count_fusion(fused).fused_attention != vit.config.depth or count_fusion(unfused).fused_attention:
         raise RuntimeError("benchmark graphs are not what their names say (fused/unfused)")
-    vit.set_fused_attention(True)  # PyTorch eager runs SDPA, as served models do
-    module = PixelClassifier(vit, loaded.preprocessing).eval()
+    module = PixelClassifier(vit, loaded.preprocessing).eval()  # PyTorch eager runs SDPA, as served
     sessions = {
         "ort-fp32-unfused": make_session(unfused, "CPUExecutionProvider", threads),
         "ort-fp32-fused": make_session(fused, "CPUExecutionProvider", threads),

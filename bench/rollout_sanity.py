@@ -4,7 +4,9 @@
 
 For each held-out digit, the (grid, grid) map is spread evenly over each patch's pixels, then the
 mean mass per stroke pixel (value > threshold) is compared with the mean mass per background pixel.
-The figure is the fraction of digits whose strokes get more mass per pixel. The second figure
+The figure is the fraction of digits whose strokes get more mass per pixel. A model whose artifact
+asks for digit normalisation is shown each digit as the service would show it (normalised), and its
+strokes are taken from that normalised image. The second figure
 compares totals: the map's mass on the patches holding any stroke pixel against the mass on the
 patches of pure background. A control with the same maps' cells shuffled (so same values, no spatial
 relation) shows what chance gives for each.
@@ -20,7 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from vitserve.runtime.digit_preprocess import normalise_digit
 from vitserve.runtime.explain_session import ExplainSession
 from vitserve.runtime.rollout import HEAD_FUSIONS, rollout_map
 from vitserve.service.settings import DEFAULT_MODEL_DIR
@@ -119,19 +123,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--threshold", type=int, default=STROKE_THRESHOLD)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    parser.add_argument(
+        "--raw", action="store_true", help="feed the held-out digits as they are, even to a normalising model"
+    )
     args = parser.parse_args(argv)
     session = ExplainSession(args.model_dir, intra_op_threads=1)
     with np.load(args.heldout or args.model_dir / "heldout.npz") as data:
         images = data["images"][: args.limit]
     if images.ndim != 3 or images.shape[1:] != session.input_shape[:2]:
         parser.error(f"want grayscale held-out images of {session.input_shape[:2]}, got {images.shape[1:]}")
+    pre = session.metadata.preprocessing
+    if pre.digit_normalisation is not None and not args.raw:
+        # What POST /explain would explain: the digit as the normalisation hands it to the model.
+        images = np.stack(
+            [normalise_digit(Image.fromarray(image).convert("RGB"), pre)[..., 0] for image in images]
+        )
     maps = rollout_maps(session, images)
     results = [measure_maps(maps[fusion], images, fusion, args.threshold) for fusion in HEAD_FUSIONS]
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
+    shown = "as stored" if pre.digit_normalisation is None or args.raw else "digit-normalised, as served"
     print(
         f"model {session.metadata.model_name} {session.metadata.model_version}, {len(images)} held-out digits"
+        f" ({shown})"
     )
     print(
         "| head fusion | stroke > background (per pixel) | shuffled control | median ratio "

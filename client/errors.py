@@ -9,17 +9,22 @@
     │   └── InvalidImage      the image is not one the server can classify (corrupt, empty,
     │                         too large, unsupported type)
     ├── ServerError           5xx, or a 2xx body that does not follow the API
-    └── ResultsFileError      an existing results file cannot be resumed (corrupt, other model)
+    ├── ResultsFileError      existing results cannot be resumed or merged (corrupt, other model,
+    │                         another run writing the same shard, unfinished shards)
+    └── StorageError          object storage failed after its back-end's retries (network, 5xx,
+                              throttling): rerun to resume
 
 Errors that came from the server carry its machine-readable `code` and human `message`; errors of
-the layer below (httpx) are chained with `__cause__`.
+the layer below (httpx for Client, aiohttp for AsyncClient) are chained with `__cause__`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
+import aiohttp
 import httpx
 
 # The server's codes for "this image cannot be classified" (see the service's error contract).
@@ -74,7 +79,13 @@ class ServerError(VitserveError):
 
 
 class ResultsFileError(VitserveError):
-    """An existing results file cannot be resumed: it is corrupt or was written by another model."""
+    """Existing results cannot be resumed or merged: corrupt, another model's, being written by another
+    run, or (merging) shards missing or unfinished. The message says which."""
+
+
+class StorageError(VitserveError):
+    """Object storage failed after the back-end's own retries; rerun to resume. (A missing bucket or
+    a denied request is raised as the OSError it is: rerunning cannot fix it.)"""
 
 
 def error_for_code(code: str, message: str, *, status: int | None = None) -> VitserveError:
@@ -135,6 +146,20 @@ def error_from_transport(exc: httpx.RequestError) -> VitserveError:
         error = ConnectionFailed(f"cannot talk to {_where(exc)}: {exc or type(exc).__name__}")
     else:  # DecodingError, TooManyRedirects: the server answered, but not in a way we can use
         error = ServerError(f"unusable response from {_where(exc)}: {exc}", code="invalid_response")
+    error.__cause__ = exc
+    return error
+
+
+def error_from_aiohttp(exc: aiohttp.ClientError | asyncio.TimeoutError, url: str) -> VitserveError:
+    """The same translation for AsyncClient's transport; the original stays reachable as `__cause__`."""
+    error: VitserveError
+    if isinstance(exc, asyncio.TimeoutError):  # aiohttp's connect and read timeouts are ones too
+        error = Timeout(f"no answer from {url} in time ({type(exc).__name__})")
+    elif isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        # Refused, reset, dropped mid-answer: the connection failed, not the request.
+        error = ConnectionFailed(f"cannot talk to {url}: {exc or type(exc).__name__}")
+    else:  # a malformed answer, too many redirects: the server answered, but not usably
+        error = ServerError(f"unusable response from {url}: {exc}", code="invalid_response")
     error.__cause__ = exc
     return error
 

@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 from vitserve.client.errors import ResultsFileError, VitserveError
 from vitserve.client.results import Prediction
+from vitserve.client.storage import fsync_directory, write_synced
 
 Format = Literal["jsonl", "csv"]
 COLUMNS = ("path", "label", "score", "top_k", "model", "error", "message")
-_CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
+CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
 _FORMATS: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
@@ -54,6 +55,16 @@ class ResumeState:
     failed: int = 0  # how many of those rows are errors
     models: set[str] = field(default_factory=set)  # "name:version" of the models that answered
     dropped_partial_line: bool = False  # a torn last line (from a crash) was removed
+
+    def add(self, row: Row, where: str) -> None:
+        """Count one row read back from `where`; ResultsFileError if its image already has one."""
+        if row.path in self.done:
+            raise ResultsFileError(f"{where}: {row.path!r} appears twice")
+        self.done.add(row.path)
+        if row.error is not None:
+            self.failed += 1
+        elif row.model is not None:
+            self.models.add(row.model)
 
 
 def results_format(path: str | Path) -> Format:
@@ -141,20 +152,14 @@ def load_resume_state(path: str | Path) -> ResumeState:
                 break  # the torn last line
             good_end += len(line)
             if fmt == "csv" and number == 1:
-                if line != _CSV_HEADER:
-                    raise ResultsFileError(f"{path} does not start with the header {_CSV_HEADER!r}")
+                if line != CSV_HEADER:
+                    raise ResultsFileError(f"{path} does not start with the header {CSV_HEADER!r}")
                 continue
             try:
                 row = decode_line(line, fmt)
             except ResultsFileError as exc:
                 raise ResultsFileError(f"{path}, line {number}: {exc}") from exc
-            if row.path in state.done:
-                raise ResultsFileError(f"{path}, line {number}: {row.path!r} appears twice")
-            state.done.add(row.path)
-            if row.error is not None:
-                state.failed += 1
-            elif row.model is not None:
-                state.models.add(row.model)
+            state.add(row, f"{path}, line {number}")
     if good_end != path.stat().st_size:
         os.truncate(path, good_end)
         state.dropped_partial_line = True
@@ -174,9 +179,9 @@ class ResultsWriter:
         existed = self.path.exists()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if not existed:
-            _fsync_directory(self.path.parent)  # so that the new file itself survives a crash
+            fsync_directory(self.path.parent)  # so that the new file itself survives a crash
         if self.format == "csv" and os.fstat(self._fd).st_size == 0:
-            self._write_all(_CSV_HEADER)
+            self._write_all(CSV_HEADER)
 
     def write(self, rows: Sequence[Row]) -> None:
         if rows:
@@ -196,15 +201,4 @@ class ResultsWriter:
 
     def _write_all(self, data: bytes) -> None:
         with self._lock:
-            view = memoryview(data)
-            while view:  # a regular file takes it in one call; the loop covers signals and quotas
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            write_synced(self._fd, data)

@@ -1,47 +1,62 @@
-"""The progress line `vitserve score` draws on a terminal: done/total, rate, ETA, errors."""
+"""What `vitserve score` shows: a rich progress bar on a terminal (done/total, rate, ETA, errors), and
+the one-line status and summary it prints when a run stops or ends."""
 
 from __future__ import annotations
 
-import math
-import time
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import Progress as RichProgress
 
 from vitserve.client.scoring import Progress, ScoreSummary
 
 
 class ProgressBar:
-    """A `progress` callback for score_folder that redraws one line of `stream`, at most 10 times/s."""
+    """A `progress` callback for score_folder that draws a rich progress bar on `stream`.
 
-    def __init__(self, stream: TextIO, *, width: int = 24, min_interval_s: float = 0.1) -> None:
-        self.stream = stream
-        self.width = width
-        self.min_interval_s = min_interval_s
-        self._last_draw = -math.inf  # the first update is always drawn
-        self._drawn = False
+    Rate and ETA are this run's (images already in the output are done, not fast), so they come
+    from the scorer's Progress rather than from rich's own speed estimate. Drawing is rich's: at most
+    `refresh_per_second` redraws, whatever the rate of updates.
+    """
+
+    def __init__(self, stream: TextIO, *, refresh_per_second: float = 10) -> None:
+        self._bar = RichProgress(
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]} img/s  ETA {task.fields[eta]}  errors {task.fields[errors]}"),
+            console=Console(file=stream),
+            refresh_per_second=refresh_per_second,
+            transient=False,
+        )
+        self._task: TaskID | None = None
 
     def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if now - self._last_draw < self.min_interval_s:
-            return
-        self._last_draw = now
-        self.stream.write("\r" + format_progress(progress, self.width) + "\x1b[K")  # erase the rest
-        self.stream.flush()
-        self._drawn = True
+        rate = f"{progress.rate:.1f}"
+        eta = "?" if progress.eta_s is None else format_duration(progress.eta_s)
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task("score", total=progress.total, rate=rate, eta=eta, errors=0)
+        self._bar.update(
+            self._task,
+            total=progress.total,
+            completed=progress.done,
+            rate=rate,
+            eta=eta,
+            errors=progress.failed,
+        )
 
     def close(self) -> None:
-        """End the line the bar was drawn on, so that what follows starts on a fresh one."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Draw the last state and leave the bar's line, so that what follows starts on a fresh one."""
+        if self._task is not None:
+            self._bar.stop()
 
 
-def format_progress(progress: Progress, width: int = 24) -> str:
-    """`[#######.....]  1234/5000  24.7%  812.3 img/s  ETA 4s  errors 2`."""
+def format_progress(progress: Progress) -> str:
+    """`1234/5000 24.7%  812.3 img/s  ETA 4s  errors 2`: where a run stood, for its last message."""
     if progress.total:
-        fraction = min(1.0, progress.done / progress.total)
-        filled = round(fraction * width)
-        bar = "#" * filled + "." * (width - filled)
-        head = f"[{bar}] {progress.done}/{progress.total} {100 * fraction:5.1f}%"
+        head = f"{progress.done}/{progress.total} {100 * min(1.0, progress.done / progress.total):.1f}%"
     else:
         head = f"{progress.done}/?"
     eta = "?" if progress.eta_s is None else format_duration(progress.eta_s)

@@ -9,6 +9,7 @@ VitserveError its transport failed with) or `Sleep` (and receives None), and ret
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
@@ -48,6 +49,48 @@ class Send:
     params: dict[str, str] = field(default_factory=dict)
     data: dict[str, str] = field(default_factory=dict)  # multipart form fields
     files: tuple[tuple[str, tuple[str, bytes, str]], ...] = ()  # (field, (filename, bytes, type))
+
+    def body(self) -> tuple[dict[str, str], bytes | None]:
+        """The request's headers and body: multipart/form-data when it has fields or files."""
+        if not self.data and not self.files:
+            return {}, None
+        return encode_multipart(self.data, self.files)
+
+
+def encode_multipart(
+    data: dict[str, str], files: tuple[tuple[str, tuple[str, bytes, str]], ...]
+) -> tuple[dict[str, str], bytes]:
+    """A multipart/form-data body (RFC 7578) in one bytes object, and its Content-Type header.
+
+    httpx's own encoder streams a body as a chunk per part header, per file and per separator,
+    and its transport sends each chunk as a socket write under a timeout scope of its own: for a
+    batch of small images that was most of the scorer's CPU. One joined body is one write.
+    """
+    boundary = os.urandom(16).hex()  # random, as httpx's: 128 bits never turn up inside an image
+    dash = f"--{boundary}\r\n".encode()
+    chunks: list[bytes] = []
+    for name, value in data.items():
+        chunks += [dash, f'Content-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'.encode()]
+        chunks += [value.encode(), b"\r\n"]
+    for name, (filename, content, content_type) in files:
+        disposition = f'form-data; name="{_quote(name)}"; filename="{_quote(filename)}"'
+        chunks.append(dash)
+        head = f"Content-Disposition: {disposition}\r\nContent-Type: {content_type}\r\n\r\n"
+        chunks.append(head.encode("utf-8", "surrogateescape"))  # a path that is not UTF-8 keeps its bytes
+        chunks += [content, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, b"".join(chunks)
+
+
+# WHATWG HTML's form encoding of a header parameter, as browsers and httpx write it: quote and
+# backslash escaped, control characters (but ESC) percent-encoded.
+_FORM_PARAM = str.maketrans(
+    {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
+)
+
+
+def _quote(value: str) -> str:
+    return value.translate(_FORM_PARAM)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""Scoring a folder: walk it, keep the server busy with batches, write each result as it arrives.
+"""Scoring a folder or prefix: list it, keep the server busy with batches, keep each result as it arrives.
 
-The pipeline is three kinds of asyncio task: one producer walks the tree and queues chunks of
-paths not yet in the results file, `concurrency` workers send each chunk as one /classify_batch
-request, and one writer appends finished rows (all that are waiting, as one write + fsync, so that
-disk flushes never cap the rate). Memory stays flat: the queues are bounded and only the set of
-paths already done is kept.
+The pipeline is three kinds of asyncio task: one producer lists the images (sources.py, a page at
+a time) and queues chunks of paths that this shard owns and the output does not hold yet,
+`concurrency` workers read a chunk's images concurrently and send them as one /classify_batch
+request, and one writer hands finished rows to the output (all that are waiting at once: one
+append + fsync for a results file, a part per `commit_rows` for a results folder; destinations.py).
+Memory stays flat: the queues are bounded and only the set of paths already done is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,13 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from vitserve.client.destinations import open_results
 from vitserve.client.errors import InvalidRequest, ResultsFileError, VitserveError
-from vitserve.client.images import ImageInput, ImagePayload, to_payload
-from vitserve.client.output import ResultsWriter, Row, load_resume_state, results_format
+from vitserve.client.images import ImageInput, ImagePayload, sniff_content_type
+from vitserve.client.output import Row
 from vitserve.client.results import ModelInfo, Prediction
-from vitserve.client.walk import DEFAULT_EXTENSIONS, count_images, iter_images, normalize_extensions
+from vitserve.client.sharding import Shard
+from vitserve.client.sources import ImageSource, open_source
+from vitserve.client.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
-__all__ = ["DEFAULT_EXTENSIONS", "Progress", "ScoreSummary", "score_folder"]
+__all__ = ["DEFAULT_EXTENSIONS", "Progress", "ScoreSummary", "Shard", "score_folder"]
+
+# The writer commits at most this often, taking every row answered meanwhile: each commit is a hop to
+# a worker thread (and an fsync), which cost the scorer a quarter of its CPU when every answered
+# request was committed on its own. Rows wait this long at most before they are durable.
+GROUP_COMMIT_S = 0.05
 
 
 class ScoringClient(Protocol):
@@ -38,9 +48,10 @@ class ScoringClient(Protocol):
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a scoring run stands; passed to the `progress` callback after each durable write."""
+    """Where a scoring run stands; passed to the `progress` callback after each group of rows is kept
+    (durable at once in a results file; in a results folder, once its part is committed)."""
 
-    total: int | None  # image files under the folder; None until the background count finishes
+    total: int | None  # images under the folder (this shard's); None until the background count finishes
     skipped: int  # already in the results file from an earlier run
     scored: int  # this run
     failed: int  # this run, rows with an error
@@ -66,7 +77,7 @@ class Progress:
 class ScoreSummary:
     """The outcome of a scoring run."""
 
-    output: Path
+    output: str | Path  # the results file, or this shard's folder inside the results folder
     scored: int  # images classified by this run
     failed: int  # images this run wrote an error row for
     skipped: int  # images already in the results file
@@ -113,17 +124,20 @@ async def score_folder(
     batch_size: int = 8,
     top_k: int | None = None,
     progress: Callable[[Progress], None] | None = None,
+    shard: Shard | str | None = None,
+    commit_rows: int = 5000,
+    commit_interval_s: float = 10.0,
 ) -> ScoreSummary:
     """Classify every image under `root` with `client` into `out`; see AsyncClient.score_folder."""
     if concurrency < 1 or batch_size < 1:
         raise ValueError(f"concurrency and batch_size must be >= 1, got {concurrency} and {batch_size}")
-    root, out = Path(root), Path(out)
     wanted = normalize_extensions(extensions)
-    results_format(out)  # fail on a bad suffix before touching anything
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a directory: {root}")
+    owner = None if shard is None else Shard.parse(shard)
+    # Fail on a bad --out or a missing folder before touching anything.
+    sink = open_results(out, owner, commit_rows=commit_rows, commit_interval_s=commit_interval_s)
+    source = open_source(root, wanted)
 
-    state = load_resume_state(out)
+    state = await asyncio.to_thread(sink.load)
     info = await client.model_info()  # also fails fast when the server is unreachable
     model = str(info.ref)
     server_limit = info.extra.get("max_batch_images")
@@ -131,8 +145,8 @@ async def score_folder(
         batch_size = min(batch_size, server_limit)  # a larger batch would be refused outright
     if state.models - {model}:
         raise ResultsFileError(
-            f"{out} holds results of {', '.join(sorted(state.models))} but the server serves {model}; "
-            "write to a new results file instead of mixing models"
+            f"{sink.output} holds results of {', '.join(sorted(state.models))} but the server serves "
+            f"{model}; write to a new results file instead of mixing models"
         )
 
     tally = _Tally(skipped=len(state.done))
@@ -142,17 +156,19 @@ async def score_folder(
     stop_counting = threading.Event()
 
     async def count_total() -> None:
-        tally.total = await asyncio.to_thread(count_images, root, wanted, stop_counting)
+        keep = None if owner is None or owner.count == 1 else owner.owns
+        tally.total = await asyncio.to_thread(source.count, stop_counting, keep)
 
     async def produce() -> None:
         chunk: list[str] = []
-        for path in iter_images(root, wanted):
-            if path in state.done:
-                continue
-            chunk.append(path)
-            if len(chunk) == batch_size:
-                await chunks.put(chunk)
-                chunk = []
+        async for page in source.pages():
+            for path in page:
+                if path in state.done or (owner is not None and not owner.owns(path)):
+                    continue
+                chunk.append(path)
+                if len(chunk) == batch_size:
+                    await chunks.put(chunk)
+                    chunk = []
         if chunk:
             await chunks.put(chunk)
         for _ in range(concurrency):
@@ -160,59 +176,71 @@ async def score_folder(
 
     async def work() -> None:
         while (chunk := await chunks.get()) is not None:
-            finished.put_nowait(await _score_chunk(client, root, chunk, top_k))
+            finished.put_nowait(await _score_chunk(client, source, chunk, top_k))
 
-    def commit(writer: ResultsWriter, rows: list[Row]) -> None:
-        # Runs in a worker thread; writing and counting together keep the tally equal to the file.
+    def commit(rows: list[Row]) -> None:
+        # Runs in a worker thread; writing and counting together keep the tally equal to the output.
         with commit_lock:
-            writer.write(rows)
+            sink.write(rows)
             tally.add(rows)
 
-    async def write(writer: ResultsWriter) -> None:
+    async def write() -> None:
         more = True
+        loop = asyncio.get_running_loop()
+        last_commit = -math.inf
+        waiting: list[Row] = []  # answered, not yet handed to a commit: kept if cancelled meanwhile
         try:
             while more:
-                rows: list[Row] = []
                 batch = await finished.get()
-                while True:  # group commit: everything that is ready, one write and one fsync
-                    if batch is None:
-                        more = False  # the stop sign: write what came before it, then stop
-                        break
-                    rows.extend(batch)
-                    if finished.empty():
-                        break
-                    batch = finished.get_nowait()
-                if rows:
-                    await asyncio.to_thread(commit, writer, rows)
+                if batch is not None:
+                    waiting.extend(batch)
+                    if (pause := last_commit + GROUP_COMMIT_S - loop.time()) > 0:
+                        await asyncio.sleep(pause)  # let more answers arrive; the stop sign never waits
+                    # Group commit: everything that is ready, one write and one fsync.
+                    while not finished.empty() and (batch := finished.get_nowait()) is not None:
+                        waiting.extend(batch)
+                if batch is None:
+                    more = False  # the stop sign: write what came before it, then stop
+                if waiting:
+                    rows, waiting = waiting, []
+                    last_commit = loop.time()
+                    await asyncio.to_thread(commit, rows)
                     if progress is not None:
                         progress(tally.snapshot())
         finally:
             # Cancelled (Ctrl-C, a failed worker): rows already answered are kept all the same. A
             # batch whose write was under way when cancelled is finished by its thread, not here.
-            left: list[Row] = []
+            left = waiting
             while not finished.empty():
                 left.extend(finished.get_nowait() or ())
-            commit(writer, left)
+            with commit_lock:
+                sink.write(left)
+                tally.add(left)
+                sink.flush()
 
-    with ResultsWriter(out) as writer:
+    sink.open()
+    try:
         try:
             async with asyncio.TaskGroup() as group:
                 if progress is not None:
                     group.create_task(count_total())
                 group.create_task(produce())
                 workers = [group.create_task(work()) for _ in range(concurrency)]
-                group.create_task(write(writer))
+                group.create_task(write())
                 await asyncio.wait(workers)
                 finished.put_nowait(None)  # all answered: the writer drains the queue and stops
         except BaseExceptionGroup as errors:
             raise _first_error(errors)  # noqa: B904  (the group stays attached as __context__)
         finally:
             stop_counting.set()
+        await asyncio.to_thread(sink.finish, source.location)
+    finally:
+        sink.close()
     summary = tally.snapshot()
     if progress is not None:
         progress(summary)
     return ScoreSummary(
-        output=out,
+        output=sink.output,
         scored=summary.scored,
         failed=summary.failed,
         skipped=summary.skipped,
@@ -221,17 +249,18 @@ async def score_folder(
     )
 
 
-async def _score_chunk(client: ScoringClient, root: Path, chunk: list[str], top_k: int | None) -> list[Row]:
-    """Rows for one chunk of paths: files that cannot be read locally fail here, the rest are sent."""
+async def _score_chunk(
+    client: ScoringClient, source: ImageSource, chunk: list[str], top_k: int | None
+) -> list[Row]:
+    """Rows for one chunk of paths: images that cannot be read fail here, the rest are sent."""
     rows: dict[str, Row] = {}
     payloads: list[ImagePayload] = []
     sent: list[str] = []
-    for path in chunk:
-        try:
-            payloads.append(to_payload(root / path, filename=path))
-        except OSError as exc:  # vanished, unreadable: this file's row says so
-            rows[path] = Row(path, error="unreadable", message=f"{type(exc).__name__}: {exc}")
+    for path, data in zip(chunk, await source.read_many(chunk), strict=True):
+        if isinstance(data, OSError):  # vanished, unreadable: this file's row says so
+            rows[path] = Row(path, error="unreadable", message=f"{type(data).__name__}: {data}")
             continue
+        payloads.append(ImagePayload(path, data, sniff_content_type(data)))
         sent.append(path)
     if payloads:
         results = await client.classify_many(payloads, top_k=top_k, batch_size=len(payloads))

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the image, run it the way Kubernetes will (read-only root, non-root user, no capabilities),
-# wait for /readyz, classify the shipped digit samples (checked against samples/labels.json), check
-# /metrics, stop it. Exits non-zero on any failure.
+# Build the image with `make image`, as docs/deploy.md says, run it the way Kubernetes will (read-only
+# root, non-root user, no capabilities), wait for /readyz, classify the shipped digit samples (checked
+# against samples/labels.json), check /metrics, stop it. Exits non-zero on any failure.
 #
-# Usage (as root, with podman): deploy/container-smoke.sh
+# Usage (as root, with podman, from a fresh clone or any checkout): deploy/container-smoke.sh
 #   BASE_IMAGE=...   base image to build from (default: the local debootstrap stand-in for
-#                    python:3.11-slim-bookworm, made by deploy/make-local-base.sh if missing)
-#   VARIANT=cpu|gpu  which wheel set to install (default cpu: this machine has no GPU)
+#                    python:3.11-slim-bookworm, which `make image` makes if missing)
+#   VARIANT=cpu|gpu  which wheel set to install (default cpu, as `make image`'s)
 #   MODEL_DIR=...    serve this model directory, mounted read-only, instead of the shipped one
 #   PORT=...         host port on 127.0.0.1 (default 3990)
 #   EXTRA_RUN_ARGS=  more `podman run` arguments, e.g. "--device nvidia.com/gpu=all" on a GPU host
@@ -37,27 +37,23 @@ cleanup() {
 trap cleanup EXIT
 
 command -v podman >/dev/null || fail "podman missing: apt-get install -y podman buildah runc debootstrap"
-if [[ $BASE_IMAGE == localhost/vitserve-base:* ]] && ! podman image exists "$BASE_IMAGE"; then
-    step "making local base image $BASE_IMAGE"
-    "$ROOT/deploy/make-local-base.sh" "$BASE_IMAGE"
-fi
+command -v make >/dev/null || fail "make missing: apt-get install -y make"
 
-step "filling build/wheelhouse ($VARIANT)"
-"$ROOT/deploy/wheelhouse.sh" "$VARIANT"
+step "make image VARIANT=$VARIANT IMAGE=$IMAGE BASE_IMAGE=$BASE_IMAGE"
+make -C "$ROOT" image VARIANT="$VARIANT" IMAGE="$IMAGE" BASE_IMAGE="$BASE_IMAGE" ENGINE=podman \
+    ENGINE_FLAGS="${PODMAN_OPTS[*]} ${LIMITS[*]}"
 
-step "building $IMAGE from $BASE_IMAGE"
-build_started=$(date +%s)
-podman build "${PODMAN_OPTS[@]}" "${LIMITS[@]}" --format docker --layers \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VARIANT=$VARIANT" \
-    --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT"
-build_s=$(($(date +%s) - build_started))
-
-step "checking the image carries no torch and no compiler"
-podman run --rm "${PODMAN_OPTS[@]}" "${LIMITS[@]}" "$IMAGE" python3 -c '
-import importlib.util, shutil, sys
-bad = [m for m in ("torch", "pip", "setuptools") if importlib.util.find_spec(m)]
-bad += [c for c in ("gcc", "cc", "g++", "make") if shutil.which(c)]
-sys.exit("image carries " + ", ".join(bad) if bad else 0)' || fail "the runtime image is not lean"
+step "checking the image carries no torch and no compiler, and its working directory"
+# The working directory must be in the image itself: root's, empty and not writable by the service
+# (a directory the engine makes at start would belong to uid 10001).
+podman run --rm "${PODMAN_OPTS[@]}" "${LIMITS[@]}" --user 10001:10001 "$IMAGE" python3 -c '
+import importlib.util, os, shutil, sys
+bad = ["carries " + m for m in ("torch", "pip", "setuptools") if importlib.util.find_spec(m)]
+bad += ["carries " + c for c in ("gcc", "cc", "g++", "make") if shutil.which(c)]
+cwd = os.getcwd()
+if os.stat(cwd).st_uid != 0 or os.access(cwd, os.W_OK) or os.listdir(cwd):
+    bad.append(f"has a working directory {cwd} that is not root-owned, read-only and empty")
+sys.exit("the image " + "; ".join(bad) if bad else 0)' || fail "the runtime image is not as the Dockerfile says"
 
 if [[ $VARIANT == gpu ]]; then
     # No GPU here: check instead that every library ONNX Runtime's CUDA provider links resolves
@@ -131,5 +127,5 @@ exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
 podman rm "$NAME" >/dev/null
 
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-echo "PASS container smoke: build ${build_s}s, ready ${ready_s}s, stop ${stop_s}s (exit $exit_code)," \
-    "image $((size / 1000000)) MB, total $(($(date +%s) - started))s"
+echo "PASS container smoke: ready ${ready_s}s, stop ${stop_s}s (exit $exit_code)," \
+    "image $((size / 1000000)) MB ($size B), total $(($(date +%s) - started))s"

@@ -3,26 +3,31 @@
 The image installs exactly these files (`pip install --require-hashes --no-index`), so a rebuild next
 month gets the same packages. Re-run after changing [project] dependencies in pyproject.toml:
 
-    .venv/bin/python deploy/lock_requirements.py
+    make lock              # keeps every existing pin that still fits; new packages get their newest
+    make lock UPGRADE=1    # re-resolves every package (--upgrade)
 
 The lock is resolved for the image's platform (Linux x86_64, CPython 3.11), not for this machine.
+`make lock` runs this with the image's build environment (deploy/build-env.sh), whose pinned pip
+also builds the project's metadata from pyproject.toml in an isolated build environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "deploy" / "requirements"
-ORT = "onnxruntime-gpu==1.31.1"
 # The GPU variant adds ONNX Runtime's CUDA 13 / cuDNN 9 libraries as wheels (1.3 GB of wheels)
 # instead of using an nvidia/cuda base image, which carries every CUDA library (cuSPARSE, cuSOLVER,
-# NPP, nvJPEG, ...) whether ORT loads it or not.
-VARIANTS = {"cpu": [ORT], "gpu": ["onnxruntime-gpu[cuda,cudnn]==1.31.1"]}
+# NPP, nvJPEG, ...) whether ORT loads it or not. No version here: pip takes the one pyproject.toml pins.
+VARIANTS: dict[str, list[str]] = {"cpu": [], "gpu": ["onnxruntime-gpu[cuda,cudnn]"]}
 PLATFORM_ARGS = [
     "--only-binary=:all:",
     "--python-version=3.11",
@@ -46,10 +51,34 @@ class LockError(RuntimeError):
     """pip could not resolve the image's dependencies."""
 
 
-def resolve(extra_specs: list[str]) -> list[tuple[str, str, str]]:
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def current_pins(variant: str) -> list[str]:
+    """The variant's existing pins as `name==version` constraints (no hashes), none if unlocked.
+
+    Packages that pyproject.toml names itself are left out: its own specifier governs them, and a
+    changed version there must not conflict with the old pin.
+    """
+    lock = OUT_DIR / f"{variant}.txt"
+    if not lock.exists():
+        return []
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = {
+        canonical(re.split(r"[^A-Za-z0-9._-]", spec, maxsplit=1)[0]) for spec in project["dependencies"]
+    }
+    lines = lock.read_text().splitlines()
+    pins = [line.split(" ", 1)[0] for line in lines if line and not line.startswith("#")]
+    return [pin for pin in pins if canonical(pin.split("==")[0]) not in direct]
+
+
+def resolve(extra_specs: list[str], constraints: list[str]) -> list[tuple[str, str, str]]:
     """(name, version, sha256) of every package the project's wheel needs, the project excluded."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
+        constraint_file = Path(tmp) / "constraints.txt"
+        constraint_file.write_text("".join(f"{pin}\n" for pin in constraints))
         command = [
             sys.executable,
             "-m",
@@ -63,12 +92,15 @@ def resolve(extra_specs: list[str]) -> list[tuple[str, str, str]]:
             *PLATFORM_ARGS,
             "--report",
             str(report),
+            "--constraint",
+            str(constraint_file),
             str(ROOT),
             *extra_specs,
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise LockError(f"pip could not resolve {extra_specs}:\n{result.stderr}")
+            hint = "\nThe existing pins may conflict with the change: try --upgrade." if constraints else ""
+            raise LockError(f"pip could not resolve the project with {extra_specs}:\n{result.stderr}{hint}")
         items = json.loads(report.read_text())["install"]
     pins = []
     for item in items:
@@ -81,9 +113,14 @@ def resolve(extra_specs: list[str]) -> list[tuple[str, str, str]]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--upgrade", action="store_true", help="re-resolve every package, not only new ones")
+    args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for variant, specs in VARIANTS.items():
-        lines = [f"{name}=={version} --hash=sha256:{digest}\n" for name, version, digest in resolve(specs)]
+        constraints = [] if args.upgrade else current_pins(variant)
+        pins = resolve(specs, constraints)
+        lines = [f"{name}=={version} --hash=sha256:{digest}\n" for name, version, digest in pins]
         (OUT_DIR / f"{variant}.txt").write_text(HEADER + "".join(lines))
         sys.stderr.write(f"deploy/requirements/{variant}.txt: {len(lines)} packages\n")
     return 0

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     summary = [
-        {"precision": v.precision, "path": str(v.path), "provider": v.gate.provider, "gate": v.gate.metrics}
+        {"variant": v.variant, "path": str(v.path), "provider": v.gate.provider, "gate": v.gate.metrics}
         for v in variants
     ]
     print(json.dumps(summary, indent=2))

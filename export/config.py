@@ -5,12 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitserve.runtime.artifact import PRECISIONS
+from vitserve.runtime.explain_session import EXPLAIN_FILE
 
 # Opset 23 is the first with ONNX's own `Attention` op, which torch's dynamo exporter emits for SDPA.
 OPSET = 23
 
-# File names in the output folder, one self-contained .onnx per precision.
-FILE_NAMES: dict[str, str] = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# The explanation graph: the same weights through the manual attention path, returning each block's
+# attention probabilities beside the logits (what POST /explain needs). A variant like the precisions.
+EXPLAIN = "explain"
+
+# File names in the output folder, one self-contained .onnx per variant.
+FILE_NAMES: dict[str, str] = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    EXPLAIN: EXPLAIN_FILE,
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,12 @@ class Tolerances:
     int8_top1_agreement: float = 0.99
     # Held-out accuracy (a fraction, 0.005 = 0.5 point) that INT8 may lose against PyTorch FP32.
     int8_accuracy_drop: float = 0.005
+    # The explanation graph against the fused FP32 graph it explains: they share every weight and
+    # differ only in how attention is summed (one kernel vs MatMul-Softmax-MatMul), ~1e-6 on digits.
+    # An explanation of a different computation than the one that classified would be meaningless.
+    explain_max_abs_logit: float = 1e-4
+    # Each attention row is a softmax; more than this off 1 means the output is not what it claims.
+    explain_max_row_sum_error: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -38,10 +54,14 @@ class ExportConfig:
     seed: int = 0
     # Evaluation batch: also exercises the dynamic batch axis with a size other than the trace's.
     eval_batch: int = 16
-    # Also write model.explain.onnx (manual attention path, attention outputs; export/explain.py).
-    # Off for library callers, on for `vitserve export` unless --no-explain.
+    # Also write model.explain.onnx (the EXPLAIN variant). Off for library callers, on for
+    # `vitserve export` unless --no-explain.
     explain: bool = False
     intra_op_threads: int = 2
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (*self.precisions, EXPLAIN) if self.explain else self.precisions
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]

@@ -20,17 +20,27 @@ from vitserve.export.config import OPSET
 from vitserve.export.errors import ConversionError
 from vitserve.models.vit import ViT
 from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, Preprocessing
+from vitserve.runtime.explain_session import ATTENTIONS_NAME
 
 # A protobuf cannot be serialised above 2 GiB; such a model would need external data.
 PROTOBUF_LIMIT = 2**31 - 1
 
 
 class PixelClassifier(nn.Module):
-    """uint8 (N, H, W, 3) RGB pixels -> float32 logits (N, C): the artifact's whole contract in one module."""
+    """uint8 (N, H, W, 3) RGB pixels -> float32 logits (N, C): the artifact's whole contract in one module.
 
-    def __init__(self, vit: ViT, preprocessing: Preprocessing) -> None:
+    `fused=False` evaluates attention step by step; with `attention_outputs` it also returns every
+    block's attention probabilities, stacked (N, layers, heads, tokens, tokens): the explanation graph.
+    """
+
+    def __init__(
+        self, vit: ViT, preprocessing: Preprocessing, fused: bool = True, attention_outputs: bool = False
+    ) -> None:
         super().__init__()
+        if fused and attention_outputs:
+            raise ValueError("fused attention never materialises its probabilities: use fused=False")
         self.vit = vit
+        self.fused, self.attention_outputs = fused, attention_outputs
         # Buffers, so the exported graph carries this artifact's mean/std as constants.
         self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -38,15 +48,23 @@ class PixelClassifier(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = pixels.to(torch.float32).permute(0, 3, 1, 2) / 255.0  # (N, 3, H, W) in [0, 1]
-        return self.vit((x - self.mean) / self.std)
+        tokens, attentions = self.vit.forward_features((x - self.mean) / self.std, self.fused)
+        logits = self.vit.forward_head(tokens)
+        if self.attention_outputs:
+            return logits, torch.stack(attentions, dim=1)  # (N, L, nh, T, T)
+        return logits
 
 
-def export_onnx(vit: ViT, preprocessing: Preprocessing, fused: bool = True) -> onnx.ModelProto:
-    """Export with a dynamic batch axis; `fused=False` exports the manual attention path (benchmarks only)."""
-    vit.set_fused_attention(fused)
-    return export_module(PixelClassifier(vit, preprocessing).eval(), vit.config.image_size, [OUTPUT_NAME])
+def export_onnx(
+    vit: ViT, preprocessing: Preprocessing, fused: bool = True, attention_outputs: bool = False
+) -> onnx.ModelProto:
+    """Export with a dynamic batch axis. The serving graph is fused; `fused=False` gives the manual
+    attention path (the explanation graph with `attention_outputs`, else a benchmark's reference)."""
+    module = PixelClassifier(vit, preprocessing, fused, attention_outputs).eval()
+    outputs = [OUTPUT_NAME, ATTENTIONS_NAME] if attention_outputs else [OUTPUT_NAME]
+    return export_module(module, vit.config.image_size, outputs)
 
 
 def export_module(module: nn.Module, image_size: int, output_names: list[str]) -> onnx.ModelProto:

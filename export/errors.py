@@ -12,14 +12,17 @@ class ConversionError(ExportError):
 
 
 class FusionError(ExportError):
-    """The graph does not have one fused attention node per encoder block."""
+    """A fused graph lacks one fused attention node per encoder block (or a manual one has any)."""
 
-    def __init__(self, fused: int, depth: int, softmax: int) -> None:
+    def __init__(self, fused: int, depth: int, softmax: int, want_fused: bool = True) -> None:
         self.fused, self.depth, self.softmax = fused, depth, softmax
-        super().__init__(
-            f"expected {depth} fused attention nodes and no Softmax, found {fused} fused and {softmax} "
-            "Softmax; the model's attention must go through torch's scaled_dot_product_attention"
-        )
+        if want_fused:
+            why = "the model's attention must go through torch's scaled_dot_product_attention"
+            wanted = f"{depth} fused attention nodes and no Softmax"
+        else:
+            why = "the explanation graph must compute its attention step by step to return it"
+            wanted = f"no fused attention node and {depth} Softmax"
+        super().__init__(f"expected {wanted}, found {fused} fused and {softmax} Softmax; {why}")
 
 
 class ParityError(ExportError):

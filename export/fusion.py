@@ -44,8 +44,10 @@ def count_fusion(model: onnx.ModelProto) -> FusionReport:
     return FusionReport(fused_attention=fused, softmax=softmax)
 
 
-def check_fusion(model: onnx.ModelProto, depth: int) -> FusionReport:
+def check_fusion(model: onnx.ModelProto, depth: int, fused: bool = True) -> FusionReport:
+    """One fused attention node per block and no Softmax; with fused=False, the reverse."""
     report = count_fusion(model)
-    if report.fused_attention != depth or report.softmax:
-        raise FusionError(report.fused_attention, depth, report.softmax)
+    expected = (depth, 0) if fused else (0, depth)
+    if (report.fused_attention, report.softmax) != expected:
+        raise FusionError(report.fused_attention, depth, report.softmax, want_fused=fused)
     return report

@@ -1,8 +1,14 @@
-"""The export pipeline end to end: load -> convert -> count fusion -> derive precisions -> gate -> write."""
+"""The export pipeline end to end: load -> convert -> count fusion -> derive variants -> gate -> write.
+
+Every variant goes through the same steps: the precisions (FP32, FP16, INT8) that serve, and the
+explanation graph (export/config.py's EXPLAIN) that POST /explain runs. Nothing is written until every
+requested variant has passed its gate.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,33 +17,30 @@ import onnxruntime as ort
 import torch
 
 import vitserve
-from vitserve.export.config import FILE_NAMES, OPSET, ExportConfig
+from vitserve.export.config import EXPLAIN, FILE_NAMES, OPSET, ExportConfig
 from vitserve.export.convert import PixelClassifier, export_onnx
-from vitserve.export.explain import VARIANT as EXPLAIN_VARIANT
-from vitserve.export.explain import build_explain
-from vitserve.export.fusion import check_fusion
+from vitserve.export.fusion import FusionReport, check_fusion
 from vitserve.export.precision import to_fp16, to_int8
 from vitserve.export.verify import (
     EvalData,
     GateResult,
     find_heldout,
     gate,
+    gate_data,
     gate_provider,
-    load_heldout,
-    random_pixels,
     torch_logits,
 )
 from vitserve.export.write import with_metadata, write_atomic
 from vitserve.models.checkpoint import LoadedModel, load_checkpoint
 from vitserve.runtime.artifact import ArtifactMetadata
-from vitserve.runtime.explain_session import EXPLAIN_FILE
+from vitserve.runtime.explain_session import EXPLANATION_ROLE, ROLE_KEY
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ExportedVariant:
-    precision: str
+    variant: str
     path: Path
     metadata: ArtifactMetadata
     gate: GateResult
@@ -62,58 +65,53 @@ def export_loaded(
     """Build and gate every requested variant first; write only when all of them passed."""
     vit = loaded.model.eval()
     depth = vit.config.depth
-    data = (
-        load_heldout(heldout, loaded.preprocessing, config.max_heldout)
-        if heldout is not None
-        else random_pixels(vit.config.image_size, config.random_samples, config.seed)
-    )
-    for precision in config.precisions:
-        gate_provider(precision, data)  # refuse before minutes of conversion, not after
-    fp32 = export_onnx(vit, loaded.preprocessing, fused=True)
-    fusion = check_fusion(fp32, depth)
+    data = gate_data(heldout, loaded.preprocessing, config)
+    for variant in config.variants:
+        gate_provider(variant, data)  # refuse before minutes of conversion, not after
+    fp32 = export_onnx(vit, loaded.preprocessing)
     reference = torch_logits(
         PixelClassifier(vit, loaded.preprocessing).eval(), data.pixels, config.eval_batch
     )
     log.info("gating on %s", data.source)
 
-    builders = {"fp32": lambda: fp32, "fp16": lambda: to_fp16(fp32), "int8": lambda: to_int8(fp32)}
-    verified: list[tuple[str, onnx.ModelProto, GateResult]] = []
-    # FP32 is always gated: the other variants are derived from it.
-    for precision in ("fp32", *[p for p in config.precisions if p != "fp32"]):
-        model = builders[precision]()
-        check_fusion(model, depth)
-        result = gate(precision, model, reference, data, config)
-        log.info("%s gate passed on %s: %s", precision, result.provider, result.metrics)
-        if precision in config.precisions:
-            verified.append((precision, model, result))
-    # The explanation graph is verified against the fused FP32 one before anything is written.
-    explain = (
-        build_explain(loaded, fp32, data, config.eval_batch, config.intra_op_threads)
-        if config.explain
-        else None
-    )
+    builders: dict[str, Callable[[], onnx.ModelProto]] = {
+        "fp32": lambda: fp32,
+        "fp16": lambda: to_fp16(fp32),
+        "int8": lambda: to_int8(fp32),
+        EXPLAIN: lambda: export_onnx(vit, loaded.preprocessing, fused=False, attention_outputs=True),
+    }
+    results: dict[str, GateResult] = {}
+    verified: list[tuple[str, onnx.ModelProto, FusionReport, GateResult]] = []
+    # FP32 is always gated: the other variants are derived from it, or explain what it computes.
+    for variant in ("fp32", *[v for v in config.variants if v != "fp32"]):
+        model = builders[variant]()
+        fusion = check_fusion(model, depth, fused=variant != EXPLAIN)
+        against = results["fp32"].logits if variant == EXPLAIN else reference
+        results[variant] = result = gate(variant, model, against, data, config)
+        log.info("%s gate passed on %s: %s", variant, result.provider, result.metrics)
+        if variant in config.variants:
+            verified.append((variant, model, fusion, result))
 
     written = []
-    for precision, model, result in verified:
+    for variant, model, fusion, result in verified:
+        extra = provenance(data, result)
+        if variant == EXPLAIN:
+            extra[ROLE_KEY] = EXPLANATION_ROLE  # the service loads it for /explain, never for /classify
         metadata = ArtifactMetadata(
             model_name=loaded.name,
             model_version=loaded.version,
             labels=loaded.labels,
             preprocessing=loaded.preprocessing,
-            precision=precision,
+            precision="fp32" if variant == EXPLAIN else variant,
             fused_attention=fusion.fused_attention,
             depth=depth,
             source_sha256=loaded.source_sha256,
             exporter_version=vitserve.__version__,
-            extra=provenance(data, result),
+            extra=extra,
         )
-        path = out_dir / FILE_NAMES[precision]
+        path = out_dir / FILE_NAMES[variant]
         write_atomic(with_metadata(model, metadata), path)
-        written.append(ExportedVariant(precision, path, metadata, result))
-    if explain is not None:
-        path = out_dir / EXPLAIN_FILE
-        write_atomic(with_metadata(explain.model, explain.metadata), path)
-        written.append(ExportedVariant(EXPLAIN_VARIANT, path, explain.metadata, explain.gate))
+        written.append(ExportedVariant(variant, path, metadata, result))
     return written
 
 

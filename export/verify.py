@@ -6,7 +6,7 @@ GateUnavailableError. Nothing is ever downgraded to a warning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,11 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-from vitserve.export.config import ExportConfig
+from vitserve.export.config import EXPLAIN, ExportConfig
 from vitserve.export.convert import PixelClassifier
 from vitserve.export.errors import GateUnavailableError, HeldoutError, ParityError
-from vitserve.runtime.artifact import INPUT_NAME, Preprocessing
+from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, Preprocessing
+from vitserve.runtime.explain_session import ATTENTIONS_NAME
 
 HELDOUT_FILE = "heldout.npz"
 CPU = "CPUExecutionProvider"
@@ -42,9 +43,11 @@ class EvalData:
 
 @dataclass(frozen=True)
 class GateResult:
-    precision: str
+    variant: str
     provider: str
     metrics: dict[str, float]
+    # The variant's logits on the gate data: the fused FP32 graph's are the explanation graph's reference.
+    logits: np.ndarray = field(repr=False, compare=False)
 
 
 def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalData:
@@ -74,6 +77,14 @@ def random_pixels(image_size: int, count: int, seed: int) -> EvalData:
     return EvalData(pixels, None, f"random:{count} uint8 images, seed {seed}")
 
 
+def gate_data(heldout: Path | None, preprocessing: Preprocessing, config: ExportConfig) -> EvalData:
+    """The images every gate runs on: the held-out set when there is one, else seeded random pixels
+    (which, without labels, support only the gates that compare logits)."""
+    if heldout is not None:
+        return load_heldout(heldout, preprocessing, config.max_heldout)
+    return random_pixels(preprocessing.image_size, config.random_samples, config.seed)
+
+
 def find_heldout(checkpoint: Path, explicit: Path | None) -> Path | None:
     if explicit is not None:
         if not explicit.is_file():
@@ -99,8 +110,21 @@ def make_session(model: onnx.ModelProto | bytes, provider: str, threads: int) ->
 
 
 def ort_logits(session: ort.InferenceSession, pixels: np.ndarray, batch: int) -> np.ndarray:
-    parts = [session.run(None, {INPUT_NAME: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)]
+    parts = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: pixels[i : i + batch]})[0]
+        for i in range(0, len(pixels), batch)
+    ]
     return np.concatenate(parts)
+
+
+def attention_row_sum_error(session: ort.InferenceSession, pixels: np.ndarray, batch: int) -> float:
+    """max |sum of an attention row - 1| over every image, layer, head and row, batch by batch (the
+    stacked maps of a whole held-out set would take gigabytes)."""
+    worst = 0.0
+    for i in range(0, len(pixels), batch):
+        (attentions,) = session.run([ATTENTIONS_NAME], {INPUT_NAME: pixels[i : i + batch]})
+        worst = max(worst, float(np.max(np.abs(attentions.sum(axis=-1) - 1.0))))
+    return worst
 
 
 def cuda_usable() -> bool:
@@ -126,8 +150,8 @@ def cuda_usable() -> bool:
 
 
 def gate_provider(precision: str, data: EvalData) -> str:
-    """Where `precision`'s gate runs, or GateUnavailableError when it cannot run for real here."""
-    if precision != "fp32" and data.labels is None:
+    """Where a variant's gate runs, or GateUnavailableError when it cannot run for real here."""
+    if precision in ("fp16", "int8") and data.labels is None:
         raise GateUnavailableError(
             f"{precision} needs held-out images to gate its accuracy (random inputs on a random-weight "
             "model only support the FP32 gate); pass --heldout PATH or put heldout.npz beside the checkpoint"
@@ -156,29 +180,38 @@ def _require(precision: str, metric: str, value: float, limit: float, at_most: b
 
 
 def gate(
-    precision: str, model: onnx.ModelProto, reference: np.ndarray, data: EvalData, config: ExportConfig
+    variant: str, model: onnx.ModelProto, reference: np.ndarray, data: EvalData, config: ExportConfig
 ) -> GateResult:
-    """Run one variant on `data` and check it against PyTorch FP32's `reference` logits."""
+    """Run one variant on `data` and check it against `reference` logits: PyTorch FP32's for the
+    precisions, the fused FP32 graph's for the explanation graph. Raises ParityError on any miss."""
     tol = config.tolerances
-    provider = gate_provider(precision, data)
+    provider = gate_provider(variant, data)
     session = make_session(model, provider, config.intra_op_threads)
     logits = ort_logits(session, data.pixels, config.eval_batch)
     metrics: dict[str, float] = {}
     agreement = top1_agreement(logits, reference)
     metrics["top1_agreement"] = agreement
-    if precision == "fp32":
-        max_abs = float(np.max(np.abs(logits.astype(np.float64) - reference)))
+    max_abs = float(np.max(np.abs(logits.astype(np.float64) - reference)))
+    if variant == "fp32":
         metrics["max_abs_logit"] = max_abs
-        _require(precision, "max_abs_logit", max_abs, tol.fp32_max_abs_logit, at_most=True)
-        _require(precision, "top1_agreement", agreement, tol.fp32_top1_agreement, at_most=False)
-    elif precision == "fp16":
-        _require(precision, "top1_agreement", agreement, tol.fp16_top1_agreement, at_most=False)
+        _require(variant, "max_abs_logit", max_abs, tol.fp32_max_abs_logit, at_most=True)
+        _require(variant, "top1_agreement", agreement, tol.fp32_top1_agreement, at_most=False)
+    elif variant == EXPLAIN:
+        metrics["max_abs_logit_vs_fused"] = max_abs
+        _require(variant, "max_abs_logit_vs_fused", max_abs, tol.explain_max_abs_logit, at_most=True)
+        row_error = attention_row_sum_error(session, data.pixels, config.eval_batch)
+        metrics["max_attention_row_sum_error"] = row_error
+        _require(
+            variant, "max_attention_row_sum_error", row_error, tol.explain_max_row_sum_error, at_most=True
+        )
+    elif variant == "fp16":
+        _require(variant, "top1_agreement", agreement, tol.fp16_top1_agreement, at_most=False)
     else:
         assert data.labels is not None
         drop = float(np.mean(reference.argmax(1) == data.labels) - np.mean(logits.argmax(1) == data.labels))
         metrics["accuracy_drop"] = drop
-        _require(precision, "top1_agreement", agreement, tol.int8_top1_agreement, at_most=False)
-        _require(precision, "accuracy_drop", drop, tol.int8_accuracy_drop, at_most=True)
+        _require(variant, "top1_agreement", agreement, tol.int8_top1_agreement, at_most=False)
+        _require(variant, "accuracy_drop", drop, tol.int8_accuracy_drop, at_most=True)
     if data.labels is not None:
         metrics["accuracy"] = float(np.mean(logits.argmax(1) == data.labels))
-    return GateResult(precision, provider, metrics)
+    return GateResult(variant, provider, metrics, logits)

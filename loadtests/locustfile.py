@@ -2,7 +2,7 @@
 
 Run headless against a server on 127.0.0.1 (loadtests/run.py does this and writes the report):
 
-    .venv/bin/locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:3000 \
+    .venv/bin/python -m locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:3000 \
         --ramp-users 1,4,16,32 --step-seconds 15 --csv /tmp/lt/locust \
         ClassifyUser BatchUser BadInputUser
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from functools import cache
 from pathlib import Path
@@ -24,8 +23,6 @@ from typing import IO, Any
 from locust import LoadTestShape, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-# Locust puts this file's folder on sys.path, not the repo root, and loadtests/ is not installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadtests import images
 from loadtests.payloads import (
     Payload,

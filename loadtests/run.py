@@ -1,8 +1,8 @@
 """Run vitserve's load test and write its report; exit 1 when an SLO is missed (a release gate).
 
-    nice -n 10 .venv/bin/python loadtests/run.py run --out reports/loadtest
-    .venv/bin/python loadtests/run.py run --url http://127.0.0.1:3000 --no-sweep   # a running server
-    .venv/bin/python loadtests/run.py report reports/loadtest --slo my-slo.toml     # re-judge a run
+    nice -n 10 .venv/bin/python -m loadtests.run run --out reports/loadtest
+    .venv/bin/python -m loadtests.run run --url http://127.0.0.1:3000 --no-sweep   # a running server
+    .venv/bin/python -m loadtests.run report reports/loadtest --slo my-slo.toml     # re-judge a run
 
 `run` starts a server on a free loopback port (or targets --url, which must be loopback: reach a
 Kubernetes deployment with `kubectl port-forward`), scrapes /metrics, runs Locust headless over the
@@ -27,22 +27,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# loadtests/ is not an installed package: put the repo root on sys.path when run as a script.
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import httpx
 
-import httpx  # noqa: E402
-
-from loadtests import measurement as files  # noqa: E402
-from loadtests.report import COMMAND, RAMP, SWEEP_OFF, SWEEP_ON, write_report  # noqa: E402
-from loadtests.scrape import ScrapeError, fetch  # noqa: E402
-from loadtests.server import LOOPBACK, ServerError, local_server, wait_ready  # noqa: E402
-from loadtests.slo import Slo, SloError  # noqa: E402
-from loadtests.stats import Schedule, StatsError, parse_users  # noqa: E402
+from loadtests import measurement as files
+from loadtests.report import COMMAND, RAMP, SWEEP_OFF, SWEEP_ON, write_report
+from loadtests.scrape import ScrapeError, fetch
+from loadtests.server import LOOPBACK, ServerError, local_server, wait_ready
+from loadtests.slo import Slo, SloError
+from loadtests.stats import Schedule, StatsError, parse_users
 
 log = logging.getLogger("loadtest")
 
+REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_SLO = Path(__file__).resolve().parent / "slo.toml"
 DEFAULT_MODEL_DIR = REPO / "models" / "digits-vit"
@@ -181,7 +177,7 @@ def server_env(pairs: Sequence[str]) -> dict[str, str]:
 def command_run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / COMMAND).write_text(shlex.join(["python", "loadtests/run.py", *sys.argv[1:]]) + "\n")
+    (out / COMMAND).write_text(shlex.join(["python", "-m", "loadtests.run", *sys.argv[1:]]) + "\n")
     env = server_env(args.server_env)
     slo = Slo.read(args.slo)  # fail on a bad SLO file before spending minutes on load
     if slo.at_users not in args.users:
@@ -233,7 +229,9 @@ def command_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="loadtests/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m loadtests.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(

@@ -38,15 +38,56 @@ class AugmentConfig:
     max_noise_std: float = 0.05
     contrast_range: tuple[float, float] = (0.75, 1.25)
     max_brightness: float = 0.08
+    # Stroke width: share of digits thickened / thinned by a 3x3 max-filter blended in at random.
+    p_thicken: float = 0.0
+    p_thin: float = 0.0
+    # Elastic distortion: a smooth random displacement field of up to this many pixels (0 = none);
+    # the classic MNIST augmentation (Simard et al. 2003), here as one coarse 4x4 field per digit.
+    elastic_px: float = 0.0
 
 
+# 2.0.0's recipe: raw MNIST, coloured and moved here. Kept for the photo-like evaluation variant.
 TRAIN = AugmentConfig()
 # The "photo-like" evaluation variant: every digit coloured, half inverted, all geometric jitter.
 PHOTO = AugmentConfig(p_plain=0.0)
+# 3.0.0's recipe: its digits are already what `normalise_digit` makes of a photo (white on black,
+# fitted and centred), so the jitter is what that normalisation leaves: small moves, stroke width,
+# shape, blur and noise; no colour, which the normalisation removes.
+NORMALISED = AugmentConfig(
+    p_plain=1.0,
+    max_rotation_deg=10.0,
+    max_shift_px=1.5,
+    scale_range=(0.9, 1.1),
+    p_thicken=0.25,
+    p_thin=0.15,
+    elastic_px=1.5,
+)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def elastic_offsets(shape: torch.Size, pixels: float, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W, 2) smooth random offsets in affine_grid's [-1, 1] units, up to `pixels` pixels."""
+    B, _, H, W = shape
+    coarse = torch.rand(B, 2, 4, 4, generator=generator) * 2.0 - 1.0
+    field = F.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True)  # (B, 2, H, W)
+    scale = torch.tensor([2.0 / W, 2.0 / H]).view(1, 2, 1, 1) * pixels
+    return (field * scale).permute(0, 2, 3, 1)
+
+
+def stroke_width(ink: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Thicken or thin some digits of (B, 1, H, W): a 3x3 max (or min) filter blended in at random."""
+    B = ink.shape[0]
+    draw = torch.rand(B, generator=generator)
+    amount = torch.rand(B, generator=generator).view(B, 1, 1, 1)
+    thick = F.max_pool2d(ink, 3, stride=1, padding=1)
+    thin = -F.max_pool2d(-ink, 3, stride=1, padding=1)
+    thicken = (draw < config.p_thicken).view(B, 1, 1, 1)
+    thinned = ((draw >= config.p_thicken) & (draw < config.p_thicken + config.p_thin)).view(B, 1, 1, 1)
+    out = torch.where(thicken, ink + (thick - ink) * amount, ink)
+    return torch.where(thinned, ink + (thin - ink) * amount, out)
 
 
 def random_affine(ink: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -63,6 +104,8 @@ def random_affine(ink: torch.Tensor, config: AugmentConfig, generator: torch.Gen
         [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
     )  # (B, 2, 3)
     grid = F.affine_grid(theta, list(ink.shape), align_corners=False)
+    if config.elastic_px > 0:
+        grid = grid + elastic_offsets(ink.shape, config.elastic_px, generator)
     # Zero padding is "no ink", which is right for white-on-black input before colouring.
     return F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -99,6 +142,8 @@ def augment(ink: torch.Tensor, config: AugmentConfig, generator: torch.Generator
     """(B, 1, H, W) white-on-black in [0, 1] -> (B, 3, H, W) augmented RGB in [0, 1]."""
     if ink.ndim != 4 or ink.shape[1] != 1:
         raise ValueError(f"augment wants (B, 1, H, W) grayscale, got {tuple(ink.shape)}")
+    if config.p_thicken or config.p_thin:
+        ink = stroke_width(ink, config, generator)
     return degrade(colourize(random_affine(ink, config, generator), config, generator), config, generator)
 
 

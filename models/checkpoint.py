@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -65,13 +66,7 @@ def save_checkpoint(
         "version": version,
         "vit": model.config.to_dict(),
         "labels": list(labels),
-        "preprocessing": {
-            "image_size": preprocessing.image_size,
-            "crop_pct": preprocessing.crop_pct,
-            "interpolation": preprocessing.interpolation,
-            "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std),
-        },
+        "preprocessing": preprocessing.to_dict(),
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -107,11 +102,7 @@ def load_vitserve_checkpoint(path: Path) -> LoadedModel:
         model = ViT(vit_config)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: bad ViT config: {exc}") from exc
-    try:
-        state = load_file(str(path / WEIGHTS_FILE))
-    except Exception as exc:  # safetensors raises its own error type, OSError or ValueError
-        raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read weights: {exc}") from exc
-    load_state_dict_strict(model, state)
+    load_state_dict_strict(model, read_weights(path / WEIGHTS_FILE))
     labels = tuple(config["labels"])
     if len(labels) != vit_config.num_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels for {vit_config.num_classes} classes")
@@ -123,6 +114,39 @@ def load_vitserve_checkpoint(path: Path) -> LoadedModel:
         version=str(config["version"]),
         source_sha256=sha256_of(path / WEIGHTS_FILE),
     )
+
+
+# Weights files a Hugging Face or timm Hub folder may hold, in order of preference.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def find_weights(folder: Path, names: tuple[str, ...] = HUB_WEIGHT_FILES) -> Path:
+    """The first of `names` in `folder`; sharded checkpoints are refused by name."""
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    if any(folder.glob("*.index.json")):
+        raise CheckpointError(f"{folder}: sharded checkpoints are not supported; save with one weights file")
+    raise CheckpointError(f"{folder}: no weights file ({' or '.join(names)})")
+
+
+def read_weights(file: Path) -> dict[str, Any]:
+    """The dict stored in a .safetensors or torch (.pth, .pt, .bin) file, never running pickled code."""
+    if file.suffix not in WEIGHT_SUFFIXES:
+        raise CheckpointError(
+            f"{file}: unknown weights format {file.suffix!r} ({', '.join(WEIGHT_SUFFIXES)})"
+        )
+    try:
+        if file.suffix == ".safetensors":
+            return dict(load_file(str(file)))
+        # weights_only refuses pickled code: a file from the internet cannot run anything on load.
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise several unrelated types for a bad file
+        raise CheckpointError(f"{file}: cannot read weights: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: expected a state dict, got {type(state).__name__}")
+    return state
 
 
 def load_state_dict_strict(model: ViT, state: dict[str, torch.Tensor]) -> None:

@@ -36,8 +36,9 @@ class Attention(nn.Module):
     """Multi-head scaled dot-product self-attention.
 
     `fused=True` calls torch's SDPA, which the ONNX exporter lowers to one fused Attention node;
-    the manual path computes the same softmax(QK^T / sqrt(d)) V step by step and can return the
-    attention probabilities, which the tests use as the reference and attention maps need.
+    `fused=False` computes the same softmax(QK^T / sqrt(d)) V step by step and also returns the
+    attention probabilities, which the tests use as the reference and attention maps need. The choice
+    is an argument of each call, never state, so exporting one graph cannot change another's.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
@@ -48,16 +49,14 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.fused = True
 
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, D) -> (B, N, D), and the (B, nh, N, N) attention probabilities on the manual path."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, hd)
         probs: torch.Tensor | None = None
-        if self.fused and not return_attention:
+        if fused:
             y = F.scaled_dot_product_attention(q, k, v)
         else:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, N, N)
@@ -88,10 +87,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y, probs = self.attn(self.norm1(x), return_attention)
+    def forward(self, x: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, probs = self.attn(self.norm1(x), fused)
         x = x + y
         x = x + self.mlp(self.norm2(x))
         return x, probs
@@ -170,21 +167,17 @@ class ViT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def set_fused_attention(self, fused: bool) -> None:
-        for block in self.blocks:
-            assert isinstance(block, Block)
-            block.attn.fused = fused
-
     def forward_features(
-        self, x: torch.Tensor, return_attention: bool = False
+        self, x: torch.Tensor, fused: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, C, H, W) normalised pixels -> (B, N+1, D) final-normed tokens, plus per-layer probs."""
+        """(B, C, H, W) normalised pixels -> (B, N+1, D) final-normed tokens, plus per-layer attention
+        probabilities when `fused=False` (an empty list when fused: SDPA never materialises them)."""
         x = self.patch_embed(x)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N+1, D)
         attentions: list[torch.Tensor] = []
         for block in self.blocks:
-            x, probs = block(x, return_attention)
+            x, probs = block(x, fused)
             if probs is not None:
                 attentions.append(probs)  # (B, nh, N+1, N+1)
         return self.norm(x), attentions
@@ -192,6 +185,6 @@ class ViT(nn.Module):
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(tokens[:, 0])  # class token -> (B, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens, _ = self.forward_features(x)
+    def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        tokens, _ = self.forward_features(x, fused)
         return self.forward_head(tokens)

@@ -1,6 +1,6 @@
 """Fuzz the whole upload path of a real server: the hostile corpus, then N mutated images.
 
-    .venv/bin/python reliability/fuzz_decode.py [--examples 2000]
+    .venv/bin/python -m reliability.fuzz_decode [--examples 2000]
 
 Prints inputs tried, the status counts, the 5xx count (target 0), worker restarts and the server's
 peak RSS (all its processes). tests/reliability/test_hostile_input.py runs a short version.
@@ -12,9 +12,6 @@ import argparse
 import sys
 import time
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 import httpx
 from hypothesis import HealthCheck, given, settings

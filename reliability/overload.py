@@ -1,6 +1,6 @@
 """Offer 5x the measured capacity for 60 s on loopback and print what was shed, kept and recovered.
 
-    .venv/bin/python reliability/overload.py [--seconds 60] [--factor 5] [--max-in-flight 16]
+    .venv/bin/python -m reliability.overload [--seconds 60] [--factor 5] [--max-in-flight 16]
 
 Starts its own server (the shipped model, or VITSERVE_TEST_MODEL_DIR), measures capacity closed-loop at
 the admission bound, floods it open-loop, then measures again. docs/reliability.md quotes its output.
@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 from tests.conftest import SAMPLES_DIR, running_server
 from tests.reliability.overload import run_overload

@@ -1,6 +1,6 @@
 """What one shed request costs the server: the front door alone behind uvicorn, flooded with 429s.
 
-    .venv/bin/python reliability/shed_cost.py [--rates 500 1000] [--seconds 5]
+    .venv/bin/python -m reliability.shed_cost [--rates 500 1000] [--seconds 5]
 
 Serves `service/front_door.FrontDoor` around an app that must never be reached, with a refusal for
 every request, from uvicorn (uvloop + httptools, as the workers run) pinned to CPU 0; the load
@@ -16,10 +16,7 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 import psutil
 import uvicorn

@@ -1,6 +1,6 @@
 """SIGTERM a loaded server, several times, and count what was lost (the target is 0).
 
-    .venv/bin/python reliability/shutdown.py [--rounds 3] [--concurrency 32] [--delay 2]
+    .venv/bin/python -m reliability.shutdown [--rounds 3] [--concurrency 32] [--delay 2]
 
 Each round starts a server (the shipped model, or VITSERVE_TEST_MODEL_DIR) with
 VITSERVE_SHUTDOWN_DELAY_S=--delay, loads it through a balancer that polls /readyz, sends SIGTERM to the
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.drain import sigterm_under_load
@@ -24,14 +21,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--delay", type=int, default=2, help="VITSERVE_SHUTDOWN_DELAY_S")
-    parser.add_argument("--load-seconds", type=float, default=5.0, help="load before SIGTERM")
+    parser.add_argument("--answered-before", type=int, default=1000, help="answers before SIGTERM")
     args = parser.parse_args()
     payload = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
     lost = 0
     for round_ in range(1, args.rounds + 1):
         server = ServerProcess(env={"VITSERVE_SHUTDOWN_DELAY_S": str(args.delay)}).start()
         try:
-            report = sigterm_under_load(server, payload, args.concurrency, args.load_seconds)
+            report = sigterm_under_load(server, payload, args.concurrency, args.answered_before)
         finally:
             server.stop()
         lost += sum(report.lost.values())

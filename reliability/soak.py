@@ -1,6 +1,6 @@
 """A bounded soak: steady mixed load for N minutes, RSS and latency sampled, then a leak verdict.
 
-    .venv/bin/python reliability/soak.py [--minutes 10] [--concurrency 8] [--window 15]
+    .venv/bin/python -m reliability.soak [--minutes 10] [--concurrency 8] [--window 15]
 
 The load mixes good single images, batches of 8 and bad uploads, so every path (decode, batching,
 error bodies) runs. Each window prints throughput, p50/p99 and the RSS of every server process.
@@ -16,9 +16,6 @@ import asyncio
 import random
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.* when run as a script
 
 import aiohttp
 

@@ -25,6 +25,21 @@ class ArtifactError(ValueError):
 
 
 @dataclass(frozen=True)
+class DigitNormalisation:
+    """Prepare a photo the way MNIST's digits were prepared (runtime/digit_preprocess.py).
+
+    Find the one mark on a plain background, make it white on black, fit it in a `box` square and
+    centre its mass in the image_size square. Only digit models trained behind it ask for it.
+    """
+
+    box: int = 20  # MNIST: each digit fitted in 20x20, then centred by its mass in 28x28
+
+    def __post_init__(self) -> None:
+        if self.box <= 0:
+            raise ArtifactError(f"digit_normalisation box must be positive, got {self.box}")
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     """How request pixels become the model's input; applied outside (resize) and inside (normalise)."""
 
@@ -34,6 +49,8 @@ class Preprocessing:
     interpolation: str = "bilinear"  # one of Pillow's: nearest, bilinear, bicubic, lanczos
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # None (and absent from the JSON): plain resize and crop, as every Hugging Face and timm export.
+    digit_normalisation: DigitNormalisation | None = None
 
     def __post_init__(self) -> None:
         if self.image_size <= 0:
@@ -44,6 +61,18 @@ class Preprocessing:
             raise ArtifactError(f"unknown interpolation {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ArtifactError(f"mean/std must be 3 values with std > 0, got {self.mean}/{self.std}")
+        if self.digit_normalisation is not None and self.digit_normalisation.box > self.image_size:
+            raise ArtifactError(
+                f"digit_normalisation box {self.digit_normalisation.box} exceeds image_size {self.image_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; digit_normalisation only when set, so other models' metadata is unchanged."""
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        if self.digit_normalisation is None:
+            del data["digit_normalisation"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
@@ -53,6 +82,11 @@ class Preprocessing:
             interpolation=str(data.get("interpolation", "bilinear")),
             mean=tuple(float(v) for v in data.get("mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data.get("std", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            digit_normalisation=(
+                DigitNormalisation(box=int(data["digit_normalisation"]["box"]))
+                if data.get("digit_normalisation") is not None
+                else None
+            ),
         )
 
 
@@ -83,6 +117,7 @@ class ArtifactMetadata:
     def to_json(self) -> str:
         data = asdict(self)
         data["labels"] = list(self.labels)
+        data["preprocessing"] = self.preprocessing.to_dict()
         return json.dumps(data, sort_keys=True)
 
     @classmethod

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitserve.runtime.artifact import Preprocessing
+from vitserve.runtime.digit_preprocess import DIGIT_DECODE_SIDE, normalise_digit
 
 # Formats a user can send. Anything else Pillow could open (EPS, ICO, PSD, ...) is refused: each extra
 # decoder is attack surface, and EPS would even shell out to Ghostscript.
@@ -84,8 +85,8 @@ def decode_image(data: bytes, pre: Preprocessing, limits: DecodeLimits) -> np.nd
         # never gets decoded at full size. Keep 2x headroom so the final resize still anti-aliases.
         # Pillow reports a JPEG with a multi-picture (MPO) header, as many phone cameras write, as MPO.
         if image.format in ("JPEG", "MPO"):
-            target = _resize_target(pre)
-            image.draft("RGB", (target * 2, target * 2))
+            target = DIGIT_DECODE_SIDE if pre.digit_normalisation else _resize_target(pre) * 2
+            image.draft("RGB", (target, target))
         image = ImageOps.exif_transpose(image) or image
         rgb = to_rgb(image)
     except Image.DecompressionBombError as exc:
@@ -93,6 +94,9 @@ def decode_image(data: bytes, pre: Preprocessing, limits: DecodeLimits) -> np.nd
         raise ImageTooLarge(str(exc)) from exc
     except DECODER_ERRORS as exc:
         raise CorruptImage(f"the image could not be decoded: {exc}") from exc
+    if pre.digit_normalisation is not None:
+        # The whole frame, not a centre crop: the digit may be anywhere in it.
+        return normalise_digit(rgb, pre)
     return resize_and_crop(rgb, pre)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -45,7 +46,7 @@ class ServerProcess:
         self.log_path = Path(tempfile.gettempdir()) / f"vitserve-server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, attempts: int = 3) -> ServerProcess:
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, attempts: int = 3) -> Self:
         for attempt in range(attempts):
             with self.log_path.open("wb") as log:
                 self.proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from vitserve.service import launcher
 from vitserve.service.launcher import ServerProcess as _ServerProcess
 from vitserve.service.launcher import free_port
 
@@ -18,6 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 # The shipped default model; VITSERVE_TEST_MODEL_DIR points the suite at another export of the same shape.
 DEFAULT_MODEL_DIR = Path(os.environ.get("VITSERVE_TEST_MODEL_DIR", REPO / "models" / "digits-vit"))
 SAMPLES_DIR = DEFAULT_MODEL_DIR / "samples"
+
+
+@functools.cache
+def host_providers() -> list[str]:
+    """The providers a session on this host really gets: CUDA first where a GPU is usable, else the CPU.
+
+    Asked of ONNX Runtime with a probe session of its own, never assumed: the suite runs on CPU and GPU
+    machines alike, and the service must report what the host has.
+    """
+    from vitserve.export.verify import cuda_usable  # imports torch: only the tests that ask pay for it
+
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_usable() else ["CPUExecutionProvider"]
 
 
 def patch_grid(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
@@ -32,6 +44,7 @@ __all__ = [
     "SAMPLES_DIR",
     "ServerProcess",
     "free_port",
+    "host_providers",
     "patch_grid",
     "running_server",
 ]
@@ -47,9 +60,12 @@ class ServerProcess(_ServerProcess):
 @contextmanager
 def running_server(
     env: dict[str, str] | None = None, model_dir: Path | None = None
-) -> Iterator[launcher.ServerProcess]:
-    with launcher.running_server(model_dir or DEFAULT_MODEL_DIR, env) as server:
-        yield server
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, model_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@
 
     python tools/digits_sweep.py --out build/sweep --device cuda --jobs 8 [--only NAME ...]
 
-The default model has to be accurate (held-out accuracy >= 0.97, plain digits) and its attention
-rollout has to point at the digit (`vitserve.bench.rollout_sanity`: more rollout mass per stroke
+The default model has to be accurate (held-out accuracy >= 0.985, plain digits; >= 95 % in each
+group of the wild evaluation, `vitserve.models.wild`) and its attention rollout has to point at the
+digit (`vitserve.bench.rollout_sanity`: more rollout mass per stroke
 pixel than per background pixel for most held-out digits). The two pulled apart once: 7x7-pixel
 patches reached 0.975 but their 4x4 rollout grid leaned on the border patches. This script is how
 the recipe was chosen: every candidate is trained with `vitserve.models.train` (the same code as
-`vitserve train`), then scored plain, photo-like and on the rollout check, computed from the
+`vitserve train`), then scored plain, photo-like, per wild group and on the rollout check (on the
+held-out digits as stored), computed from the
 PyTorch model's reference attention path (the explanation artifact gives the same logits).
 
 Each candidate runs in its own process; results.json lists every figure, and each checkpoint
@@ -31,35 +33,38 @@ import torch
 from vitserve.bench.rollout_sanity import STROKE_THRESHOLD, measure_maps
 from vitserve.models import augment
 from vitserve.models.checkpoint import load_checkpoint
-from vitserve.models.evaluate import HELDOUT_FILE, accuracy_report, heldout_pixels, predict_logits
+from vitserve.models.evaluate import (
+    HELDOUT_FILE,
+    accuracy_report,
+    heldout_pixels,
+    predict_logits,
+    wild_pixels,
+)
 from vitserve.models.mnist import Digits
-from vitserve.models.train import LABELS, Cycle, TrainConfig, train
+from vitserve.models.train import DEFAULT_CYCLES, LABELS, PREPROCESSING, Cycle, TrainConfig, train
 from vitserve.models.vit import PRESETS, ViT, ViTConfig
 from vitserve.runtime.rollout import HEAD_FUSIONS, rollout_map
 
 DIGITS = PRESETS["digits"]
-PATCH4 = replace(DIGITS, patch_size=4)
 
 
 @dataclass(frozen=True)
 class Candidate:
     name: str
     model: ViTConfig
-    cycles: tuple[Cycle, ...] = (Cycle(80, 2e-3),)
+    cycles: tuple[Cycle, ...] = DEFAULT_CYCLES
     seed: int = 0
-    augment: augment.AugmentConfig = field(default_factory=lambda: augment.TRAIN)
+    augment: augment.AugmentConfig = field(default_factory=lambda: augment.NORMALISED)
 
 
+# 3.0.0's recipe and its neighbours (2.0.0's candidates are in git history and the model card).
 CANDIDATES = (
-    # The shipped recipe, as a control: its rollout check is the one that failed.
-    Candidate("p7-d64-L6", DIGITS),
-    Candidate("p4-d64-L6", PATCH4),
-    Candidate("p4-d64-L6-rerun", PATCH4),  # same seed: is the device deterministic?
-    Candidate("p4-d64-L6-seed1", PATCH4, seed=1),
-    Candidate("p4-d64-L6-120ep", PATCH4, cycles=(Cycle(120, 2e-3),)),
-    Candidate("p4-d64-L4", replace(PATCH4, depth=4)),
-    Candidate("p4-d96-L6", replace(PATCH4, dim=96)),
-    Candidate("p4-d64-L6-plain0.3", PATCH4, augment=replace(augment.TRAIN, p_plain=0.3)),
+    Candidate("3.0.0", DIGITS),
+    Candidate("3.0.0-rerun", DIGITS),  # same seed: is the device deterministic?
+    Candidate("3.0.0-seed1", DIGITS, seed=1),
+    Candidate("3.0.0-48ep", DIGITS, cycles=(Cycle(48, 3e-3),)),
+    Candidate("3.0.0-no-elastic", DIGITS, augment=replace(augment.NORMALISED, elastic_px=0.0)),
+    Candidate("3.0.0-d96", replace(DIGITS, dim=96)),
 )
 
 
@@ -70,7 +75,7 @@ def attention_maps(model: ViT, pixels: np.ndarray, batch: int = 250) -> dict[str
     with torch.inference_mode():
         for start in range(0, len(pixels), batch):
             x = augment.pixels_to_input(pixels[start : start + batch])
-            _, attentions = model.forward_features(x, return_attention=True)
+            _, attentions = model.forward_features(x, fused=False)
             stacked = torch.stack(attentions, dim=1).numpy()  # (B, L, H, T, T)
             for fusion in HEAD_FUSIONS:
                 maps[fusion].extend(rollout_map(one, fusion) for one in stacked)
@@ -102,8 +107,13 @@ def run_candidate(candidate: Candidate, out: Path, device: str, smoke: bool) -> 
         "final_loss": result.final_loss,
     }
     for variant in ("plain", "photo"):
-        logits = predict_logits(model, heldout_pixels(heldout, variant))
+        logits = predict_logits(model, heldout_pixels(heldout, variant, PREPROCESSING))
         figures[f"accuracy_{variant}"] = accuracy_report(logits, heldout.labels, LABELS)["accuracy"]
+    pixels, labels, groups, _ = wild_pixels(heldout, PREPROCESSING, per_group=100 if smoke else 500)
+    logits = predict_logits(model, pixels)
+    for group in dict.fromkeys(groups):
+        chosen = np.asarray(groups) == group
+        figures[f"wild_{group}"] = accuracy_report(logits[chosen], labels[chosen], LABELS)["accuracy"]
     maps = attention_maps(model, heldout_pixels(heldout, "plain"))
     for fusion in HEAD_FUSIONS:
         sanity = measure_maps(maps[fusion], heldout.images, fusion, STROKE_THRESHOLD)
@@ -136,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(figures)
             print(json.dumps(figures), flush=True)
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print("| recipe | plain | photo | rollout mean | max | min | train s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    groups = ("handwriting", "printed", "small", "lowres")
+    print("| recipe | plain | photo | " + " | ".join(groups) + " | rollout mean | max | min | train s |")
+    print("| --- " * (7 + len(groups)) + "|")
     for r in sorted(results, key=lambda r: str(r["name"])):
         if "error" in r:
             print(f"| {r['name']} | error: {r['error']} |")
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         wins = [r[f"rollout_{f}"]["inside_wins"] for f in HEAD_FUSIONS]  # type: ignore[index]
         print(
             f"| {r['name']} | {r['accuracy_plain']:.4f} | {r['accuracy_photo']:.4f} | "
+            + " | ".join(f"{r[f'wild_{g}']:.3f}" for g in groups)
+            + " | "
             + " | ".join(f"{w:.1%}" for w in wins)
             + f" | {r['train_seconds']} |"
         )

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "vitserve.bench.cli",
     "serve": "vitserve.service.cli",
     "score": "vitserve.client.cli",
+    "merge": "vitserve.client.cli",
     "classify": "vitserve.client.cli",
     "explain": "vitserve.client.explain_cli",
 }

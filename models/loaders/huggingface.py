@@ -16,15 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from vitserve.models.checkpoint import CheckpointError, LoadedModel, load_state_dict_strict, sha256_of
+from vitserve.models.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    find_weights,
+    load_state_dict_strict,
+    read_weights,
+    sha256_of,
+)
 from vitserve.models.vit import ViT, ViTConfig
 from vitserve.runtime.artifact import ArtifactError, Preprocessing
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # Pillow's resampling enum values, as transformers' image processors store them.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -39,8 +44,8 @@ def load_hf_folder(path: Path) -> LoadedModel:
     path = Path(path)
     config = _read_json(path / CONFIG_FILE)
     vit_config = vit_config_from_hf(config, path)
-    weights_file = _find_weights(path)
-    state = map_hf_state_dict(_read_weights(weights_file), vit_config.depth, vit_config.qkv_bias, path)
+    weights_file = find_weights(path)
+    state = map_hf_state_dict(read_weights(weights_file), vit_config.depth, vit_config.qkv_bias, path)
 
     num_classes = state["head.weight"].shape[0]
     vit_config = vit_config.with_classes(num_classes)
@@ -249,28 +254,6 @@ def _square(value: Any, field: str, path: Path) -> int:
     if isinstance(value, list | tuple) and len(value) == 2 and int(value[0]) == int(value[1]):
         return int(value[0])
     raise CheckpointError(f"{path}: {field}={value!r}; only square images are supported")
-
-
-def _find_weights(path: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (path / name).is_file():
-            return path / name
-    if any(path.glob("*.index.json")):
-        raise CheckpointError(f"{path}: sharded checkpoints are not supported; save with one weights file")
-    raise CheckpointError(f"{path}: no weights file ({' or '.join(WEIGHT_FILES)})")
-
-
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        if file.suffix == ".safetensors":
-            return load_file(str(file))
-        # weights_only refuses pickled code: a .bin from the internet cannot run anything on load.
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors and torch raise several unrelated types for a bad file
-        raise CheckpointError(f"{file}: cannot read weights: {exc}") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file}: expected a state dict, got {type(state).__name__}")
-    return state
 
 
 def _read_json(file: Path) -> dict[str, Any]:

@@ -18,15 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from vitserve.models.checkpoint import CheckpointError, LoadedModel, load_state_dict_strict, sha256_of
+from vitserve.models.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    find_weights,
+    load_state_dict_strict,
+    read_weights,
+    sha256_of,
+)
 from vitserve.models.vit import PRESETS, ViT, ViTConfig
 from vitserve.runtime.artifact import ArtifactError, Preprocessing
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 LABEL_FILES = ("labels.json", "labels.txt")
 HUB_CONFIG = "config.json"
 
@@ -62,9 +67,9 @@ def load_timm_file(
 ) -> LoadedModel:
     """Load a timm ViT state dict; `preset` or `num_heads` name the head count the shapes cannot show."""
     path = Path(path)
-    weights_file = _find_weights(path) if path.is_dir() else path
+    weights_file = find_weights(path) if path.is_dir() else path
     hub = _read_hub_config(weights_file.parent)
-    state = unwrap_state_dict(_read_weights(weights_file), weights_file)
+    state = unwrap_state_dict(read_weights(weights_file), weights_file)
     _refuse_variants(state, hub, weights_file)
 
     vit_config = infer_config(state, preset or _hub_preset(hub), num_heads, weights_file)
@@ -267,27 +272,3 @@ def _read_hub_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
     # Only a timm Hub config counts; a Hugging Face or vitserve config.json beside the file is not ours.
     return data if isinstance(data, dict) and "architecture" in data else {}
-
-
-def _find_weights(folder: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"{folder}: no timm weights file ({' or '.join(WEIGHT_FILES)})")
-
-
-def _read_weights(file: Path) -> dict[str, Any]:
-    if file.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
-        raise CheckpointError(
-            f"{file}: unknown weights format {file.suffix!r} (.safetensors, .pth, .pt, .bin)"
-        )
-    try:
-        if file.suffix == ".safetensors":
-            return dict(load_file(str(file)))
-        # weights_only refuses pickled code: a downloaded .pth cannot run anything on load.
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors and torch raise several unrelated types for a bad file
-        raise CheckpointError(f"{file}: cannot read weights: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{file}: expected a state dict, got {type(raw).__name__}")
-    return raw

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.client.emulator import point_at, running
+from tests.client.s3server import S3Server
 
 
 def digit_image(digit: int, fmt: str = "PNG", size: int = 28) -> bytes:
@@ -34,6 +39,7 @@ class Recorded:
 
     paths: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.monotonic() when each request was read
 
 
 # (status, headers, JSON body) the stub answers, in order; the last one repeats.
@@ -65,6 +71,7 @@ def stub_server() -> Iterator[Callable[[Script], StubServer]]:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length) if length else b""
                 with lock:
+                    recorded.arrived.append(time.monotonic())
                     recorded.paths.append(self.path)
                     recorded.bodies.append(body)
                     status, headers, payload = script.pop(0) if len(script) > 1 else script[0]
@@ -123,3 +130,24 @@ def prediction_body() -> Callable[..., dict[str, object]]:
 def write_tree() -> Callable[[Path, dict[str, bytes]], Path]:
     """Create files (relative path -> bytes) under a root."""
     return _write_tree
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a process of its own, shared by the session; tests use their own buckets."""
+    with running(S3Server()) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this process (and the scorer processes it starts) at the S3 server, as a user would."""
+    return point_at(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A new, empty bucket for one test."""
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    s3_server.client().create_bucket(Bucket=name)
+    return name

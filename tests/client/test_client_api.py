@@ -16,6 +16,7 @@ def test_all_is_pinned() -> None:
         "ConnectionFailed",
         "InvalidImage",
         "InvalidRequest",
+        "MergeSummary",
         "ModelInfo",
         "ModelRef",
         "Prediction",
@@ -24,9 +25,12 @@ def test_all_is_pinned() -> None:
         "ScoreSummary",
         "ServerError",
         "ServiceOverloaded",
+        "Shard",
+        "StorageError",
         "Timeout",
         "TopK",
         "VitserveError",
+        "merge_results",
     ]
     for name in sdk.__all__:
         assert getattr(sdk, name).__doc__, f"{name} has no docstring"
@@ -56,6 +60,9 @@ def test_both_clients_have_the_same_methods_and_signatures() -> None:
         "batch_size",
         "top_k",
         "progress",
+        "shard",
+        "commit_rows",
+        "commit_interval_s",
     ]
     assert hasattr(sdk.Client, "__enter__") and hasattr(sdk.Client, "close")
     assert hasattr(sdk.AsyncClient, "__aenter__") and hasattr(sdk.AsyncClient, "aclose")
@@ -69,6 +76,8 @@ def test_results_are_frozen_dataclasses() -> None:
         (sdk.ModelInfo, ["name", "version", "labels", "input_size", "precision", "providers", "extra"]),
         (sdk.ScoreSummary, ["output", "scored", "failed", "skipped", "failed_before", "elapsed_s"]),
         (sdk.Progress, ["total", "skipped", "scored", "failed", "elapsed_s"]),
+        (sdk.Shard, ["index", "count"]),
+        (sdk.MergeSummary, ["output", "shards", "rows", "failed"]),
     ]:
         assert dataclasses.is_dataclass(kind) and getattr(kind, "__dataclass_params__").frozen, kind  # noqa: B009
         assert [f.name for f in dataclasses.fields(kind)] == fields
@@ -83,6 +92,7 @@ def test_one_exception_tree_in_one_module() -> None:
         "InvalidImage": "InvalidRequest",
         "ServerError": "VitserveError",
         "ResultsFileError": "VitserveError",
+        "StorageError": "VitserveError",
     }
     for name, parent in tree.items():
         kind = getattr(sdk, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 
+import aiohttp
 import httpx
 import pytest
 
@@ -17,6 +18,7 @@ from vitserve.client.errors import (
     ServiceOverloaded,
     Timeout,
     VitserveError,
+    error_from_aiohttp,
     error_from_response,
     error_from_transport,
 )
@@ -108,3 +110,18 @@ def test_transport_errors_are_translated_and_chained() -> None:
         with pytest.raises(kind) as raised:
             raise error
         assert raised.value.__cause__ is cause
+
+
+def test_aiohttp_errors_are_translated_and_chained() -> None:
+    url = "http://127.0.0.1:9/classify"
+    cases: list[tuple[aiohttp.ClientError | TimeoutError, type[Exception]]] = [
+        (aiohttp.ServerDisconnectedError(), ConnectionFailed),
+        (aiohttp.ClientOSError(111, "refused"), ConnectionFailed),
+        (aiohttp.ClientPayloadError("dropped mid-body"), ConnectionFailed),
+        (aiohttp.ServerTimeoutError("slow"), Timeout),
+        (TimeoutError(), Timeout),
+        (aiohttp.InvalidURL("http://[::1"), ServerError),
+    ]
+    for cause, kind in cases:
+        error = error_from_aiohttp(cause, url)
+        assert type(error) is kind and error.__cause__ is cause and url in str(error)

@@ -277,3 +277,19 @@ def test_adaptive_limit_halves_once_per_burst_and_grows_back() -> None:
     one = AdaptiveLimit()
     one.finish(one.start(), overloaded=True)
     assert one.limit == 1  # never below one request
+
+
+def test_multipart_body_is_what_httpx_would_send_in_one_piece() -> None:
+    """The one-write body (protocol.encode_multipart) matches httpx's streaming encoder byte for byte,
+    odd file names included, so the server parses it the same."""
+    files = (
+        ("images", ('a"b\\c\r\n.png', PAYLOAD.data, "image/png")),
+        ("images", ("é/deep.jpg", b"\xff\xd8\xffjpeg", "image/jpeg")),
+    )
+    send = protocol.Send("POST", "/classify_batch", data={"top_k": "3"}, files=files)
+    headers, body = send.body()
+    reference = httpx.Request("POST", "http://server/", data=send.data, files=list(files))
+    ours = headers["Content-Type"].split("boundary=")[1].encode()
+    theirs = reference.headers["content-type"].split("boundary=")[1].encode()
+    assert body is not None and body.replace(ours, b"B") == reference.read().replace(theirs, b"B")
+    assert protocol.Send("GET", "/model").body() == ({}, None)

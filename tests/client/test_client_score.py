@@ -20,6 +20,7 @@ import pytest
 
 from tests.client.conftest import digit_image
 from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.gate import GatedProxy, wait_for
 from vitserve.client import Client, Progress, ResultsFileError
 from vitserve.client.progress import ProgressBar, format_progress
 
@@ -50,7 +51,7 @@ def score_command(url: str, root: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "vitserve", "score", str(root), "--url", url, "--out", str(out), *extra]
 
 
-def wait_for_rows(out: Path, at_least: int, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+def wait_for_rows(out: Path, at_least: int, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if out.exists() and out.read_bytes().count(b"\n") >= at_least:
@@ -146,20 +147,30 @@ def test_interrupted_and_killed_runs_resume_to_every_file_exactly_once(
 ) -> None:
     root, out = tmp_path / "many", tmp_path / "results.jsonl"
     images = make_images(root, 240)
-    slow = ("--concurrency", "1", "--batch-size", "1")  # slow enough to stop half-way
+    one_at_a_time = ("--concurrency", "1", "--batch-size", "1")
 
-    first = subprocess.Popen(score_command(vitserve_server, root, out, *slow), stderr=subprocess.PIPE)
-    wait_for_rows(out, 20, first)
-    first.send_signal(signal.SIGINT)  # Ctrl-C
-    _, stderr = first.communicate(timeout=60)
+    # A proxy per run: a request still held for an interrupted run must not use up the next run's passes.
+    with GatedProxy(vitserve_server) as proxy:
+        # 20 answers, then the 21st request waits in the gate: the run is mid-way when Ctrl-C lands.
+        proxy.gate.let_through(20)
+        first = subprocess.Popen(score_command(proxy.url, root, out, *one_at_a_time), stderr=subprocess.PIPE)
+        proxy.gate.wait_until_waiting()
+        wait_for_rows(out, 20, first)
+        first.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = first.communicate(timeout=60)
     assert first.returncode == 130 and b"rerun the same command to resume" in stderr
-    after_ctrl_c = len(read_rows(out))  # whole rows only: Ctrl-C never leaves a torn line
-    assert 20 <= after_ctrl_c < len(images)
+    assert len(read_rows(out)) == 20  # whole rows only, each answer kept: Ctrl-C never leaves a torn line
 
-    second = subprocess.Popen(score_command(vitserve_server, root, out, *slow), stderr=subprocess.DEVNULL)
-    wait_for_rows(out, after_ctrl_c + 20, second)
-    second.kill()  # kill -9: no cleanup at all
-    second.wait(timeout=30)
+    with GatedProxy(vitserve_server) as proxy:
+        proxy.gate.let_through(20)
+        second = subprocess.Popen(
+            score_command(proxy.url, root, out, *one_at_a_time), stderr=subprocess.DEVNULL
+        )
+        proxy.gate.wait_until_waiting()
+        wait_for_rows(out, 40, second)
+        second.kill()  # kill -9: no cleanup at all
+        second.wait(timeout=30)
+    assert len(read_rows(out)) == 40
     with out.open("ab") as file:  # and what a kill during a write() could leave behind
         file.write(b'{"path": "d0/e0/00000.png", "lab')
 
@@ -171,8 +182,7 @@ def test_interrupted_and_killed_runs_resume_to_every_file_exactly_once(
     assert all(row["error"] is None for row in rows)
     counts = re.search(r"scored (\d+), failed 0, skipped (\d+)", third.stderr)
     assert counts is not None, third.stderr
-    scored, skipped = int(counts[1]), int(counts[2])
-    assert skipped >= after_ctrl_c + 20 and scored + skipped == len(images)
+    assert (int(counts[1]), int(counts[2])) == (len(images) - 40, 40)
 
 
 @pytest.fixture(scope="module")
@@ -200,38 +210,43 @@ def test_overload_is_waited_out_until_every_file_is_scored(own_server: ServerPro
 def test_a_server_restart_mid_run_is_ridden_out(own_server: ServerProcess, tmp_path: Path) -> None:
     root, out = tmp_path / "restart", tmp_path / "results.csv"
     images = make_images(root, 400)
-    command = score_command(
-        own_server.url, root, out, "--concurrency", "2", "--batch-size", "2", "--retries", "40"
-    )
-    run = subprocess.Popen(command, stderr=subprocess.PIPE)
-    try:
-        wait_for_rows(out, 30, run)
-        own_server.stop(signal.SIGKILL)  # a crash, not a graceful shutdown
-        rows_while_down = len(read_rows(out))
-        time.sleep(1.0)
-        own_server.start()
-        _, stderr = run.communicate(timeout=180)
-    finally:
-        if run.poll() is None:
-            run.kill()
+    with GatedProxy(own_server.url) as proxy:
+        command = score_command(
+            proxy.url, root, out, "--concurrency", "2", "--batch-size", "2", "--retries", "40"
+        )
+        proxy.gate.let_through(15)  # 30 images answered, then the run waits in the gate
+        run = subprocess.Popen(command, stderr=subprocess.PIPE)
+        try:
+            proxy.gate.wait_until_waiting()
+            wait_for_rows(out, 30, run)
+            own_server.stop(signal.SIGKILL)  # a crash, not a graceful shutdown
+            proxy.gate.open()  # what was held now meets the dead server, and is retried until it is back
+            wait_for(lambda: proxy.dropped > 0, "a held request meeting the dead server")
+            own_server.start()
+            proxy.upstream_port = own_server.port  # start() moves to another port if its own was taken
+            _, stderr = run.communicate(timeout=180)
+        finally:
+            if run.poll() is None:
+                run.kill()
     assert run.returncode == 0, stderr.decode()
-    assert rows_while_down < len(images), "the run ended before the server went down"
     assert all(row["error"] == "" for row in assert_exactly_once(out, images))
 
 
 def test_progress_line_and_bar() -> None:
     progress = Progress(total=200, skipped=50, scored=40, failed=10, elapsed_s=10.0)
     assert (progress.done, progress.rate, progress.eta_s) == (100, 5.0, 20.0)
-    line = format_progress(progress, width=10)
-    assert line.startswith("[#####.....] 100/200  50.0%") and "5.0 img/s" in line and "ETA 20.0s" in line
+    line = format_progress(progress)
+    assert line.startswith("100/200 50.0%") and "5.0 img/s" in line and "ETA 20.0s" in line
     assert "errors 10" in line
     assert format_progress(Progress(None, 0, 0, 0, 0.0)).startswith("0/?")
-    stream = io.StringIO()
-    bar = ProgressBar(stream, min_interval_s=3600)
+    stream = io.StringIO()  # not a terminal: rich draws no animation, only the last state on close
+    bar = ProgressBar(stream)
+    bar(Progress(total=200, skipped=0, scored=10, failed=0, elapsed_s=1.0))
     bar(progress)
-    bar(progress)  # within min_interval_s: not redrawn
     bar.close()
-    assert stream.getvalue().count("\r") == 1 and stream.getvalue().endswith("\n")
+    drawn = stream.getvalue()
+    assert "100/200" in drawn and "5.0 img/s" in drawn and "ETA 20.0s" in drawn and "errors 10" in drawn
+    assert drawn.endswith("\n") and "\r" not in drawn
 
 
 def test_progress_bar_is_drawn_on_a_terminal(vitserve_server: str, tmp_path: Path) -> None:

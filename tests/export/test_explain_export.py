@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,13 @@ import pytest
 import torch
 
 from vitserve.cli import main
-from vitserve.export.config import ExportConfig
+from vitserve.export.config import EXPLAIN, ExportConfig, Tolerances
 from vitserve.export.convert import PixelClassifier
-from vitserve.export.errors import ExportError, ParityError
-from vitserve.export.explain import export_companion, verify_explain
-from vitserve.export.verify import random_pixels
+from vitserve.export.errors import ParityError
+from vitserve.export.verify import gate, random_pixels
 from vitserve.models.checkpoint import save_checkpoint
 from vitserve.models.vit import ViT, ViTConfig
-from vitserve.runtime.artifact import Preprocessing, read_metadata
+from vitserve.runtime.artifact import DigitNormalisation, Preprocessing, read_metadata
 from vitserve.runtime.explain_session import (
     ATTENTIONS_NAME,
     EXPLAIN_FILE,
@@ -80,10 +78,9 @@ def test_explanation_matches_the_fused_graph_and_pytorch_attention(exported: Pat
         np.testing.assert_allclose(explained.logits, fused_logits[i], atol=1e-4)
         # The attention is PyTorch's manual path's, not just something row-stochastic.
         with torch.inference_mode():
-            x = torch.from_numpy(image[None]).to(torch.float32).permute(0, 3, 1, 2) / 255.0
-            wrapped = PixelClassifier(vit, PREPROCESSING)
-            _, reference = vit.forward_features((x - wrapped.mean) / wrapped.std, return_attention=True)
-        np.testing.assert_allclose(explained.attentions, torch.stack(reference, 1)[0].numpy(), atol=1e-5)
+            explaining = PixelClassifier(vit, PREPROCESSING, fused=False, attention_outputs=True)
+            _, reference = explaining(torch.from_numpy(image[None]))
+        np.testing.assert_allclose(explained.attentions, reference[0].numpy(), atol=1e-5)
         assert rollout_map(explained.attentions).shape == (4, 4)
 
 
@@ -98,15 +95,29 @@ def test_library_default_and_no_explain_flag_skip_it(tmp_path: Path) -> None:
 
 def test_explanation_that_differs_from_the_fused_graph_fails_parity(exported: Path) -> None:
     """A graph that does not compute the fused graph's logits is refused (and so never written)."""
-    fused = onnx.load(str(exported / "model.onnx"))
     explain = onnx.load(str(exported / EXPLAIN_FILE))
     # Shift every bias of the explanation graph a little: a different computation, same shapes.
     for tensor in explain.graph.initializer:
         if tensor.name.endswith("bias"):
             values = onnx.numpy_helper.to_array(tensor) + np.float32(0.01)
             tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    data = random_pixels(32, 4, seed=0)
+    fused = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    (fused_logits,) = fused.run(["logits"], {"pixels": data.pixels})
     with pytest.raises(ParityError, match="max_abs_logit_vs_fused"):
-        verify_explain(explain, fused, random_pixels(32, 4, seed=0), batch=2, threads=1)
+        gate(EXPLAIN, explain, fused_logits, data, ExportConfig(eval_batch=2, intra_op_threads=1))
+
+
+def test_the_explanation_gate_limits_are_tolerances_like_every_other(exported: Path) -> None:
+    explain = onnx.load(str(exported / EXPLAIN_FILE))
+    data = random_pixels(32, 4, seed=0)
+    fused = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    (fused_logits,) = fused.run(["logits"], {"pixels": data.pixels})
+    passed = gate(EXPLAIN, explain, fused_logits, data, ExportConfig())
+    assert passed.metrics["max_attention_row_sum_error"] <= 1e-4
+    impossible = ExportConfig(tolerances=Tolerances(explain_max_row_sum_error=-1.0))
+    with pytest.raises(ParityError, match="max_attention_row_sum_error"):
+        gate(EXPLAIN, explain, fused_logits, data, impossible)
 
 
 def test_session_refuses_an_artifact_that_is_not_an_explanation(exported: Path, tmp_path: Path) -> None:
@@ -117,19 +128,11 @@ def test_session_refuses_an_artifact_that_is_not_an_explanation(exported: Path, 
         ExplainSession(tmp_path)
 
 
-def test_companion_export_for_an_already_exported_folder(
-    checkpoint: Path, exported: Path, tmp_path: Path
-) -> None:
-    folder = tmp_path / "model"
-    shutil.copytree(checkpoint, folder)
-    shutil.copy(exported / "model.onnx", folder / "model.onnx")
-    served = (folder / "model.onnx").read_bytes()
-    assert export_companion(folder) == folder / EXPLAIN_FILE
-    assert (folder / "model.onnx").read_bytes() == served  # the serving artifact is left alone
-    assert read_metadata(folder / EXPLAIN_FILE).extra[ROLE_KEY] == EXPLANATION_ROLE
-    # A model.onnx from other weights is refused: its explanation would explain something else.
-    save_checkpoint(folder, tiny_vit(3), LABELS, PREPROCESSING, "tiny", "0.1")
-    (folder / EXPLAIN_FILE).unlink()
-    with pytest.raises(ExportError, match="another checkpoint"):
-        export_companion(folder)
-    assert not (folder / EXPLAIN_FILE).exists()
+def test_digit_normalisation_travels_in_both_artifacts(tmp_path: Path) -> None:
+    """A model trained behind the digit normalisation asks for it from every artifact it ships in."""
+    pre = Preprocessing(image_size=32, digit_normalisation=DigitNormalisation(box=24))
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, tiny_vit(0), LABELS, pre, "tiny-digits", "0.1")
+    assert main(["export", "--checkpoint", str(folder), "--out", str(tmp_path / "out")]) == 0
+    for name in ("model.onnx", EXPLAIN_FILE):
+        assert read_metadata(tmp_path / "out" / name).preprocessing == pre

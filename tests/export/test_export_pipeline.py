@@ -106,7 +106,7 @@ def test_impossible_tolerance_raises_parity_error_and_writes_nothing(
 
 def test_int8_variant_is_gated_on_heldout_and_runs(heldout_checkpoint: Path, tmp_path: Path) -> None:
     variants = export_checkpoint(heldout_checkpoint, tmp_path, ExportConfig(precisions=("fp32", "int8")))
-    assert [v.precision for v in variants] == ["fp32", "int8"]
+    assert [v.variant for v in variants] == ["fp32", "int8"]
     int8 = tmp_path / "model.int8.onnx"
     meta = read_metadata(int8)
     assert (meta.precision, meta.fused_attention) == ("int8", TINY.depth)

@@ -16,13 +16,16 @@ import pytest
 
 from tests.conftest import REPO, running_server
 
-RUNNER = REPO / "loadtests" / "run.py"
 SMOKE_USERS = 12
 
 
 def run_runner(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(RUNNER), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s
+        [sys.executable, "-m", "loadtests.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vitserve.cli import main
 from vitserve.models import mnist
@@ -15,6 +14,7 @@ from vitserve.models.augment import pixels_to_input
 from vitserve.models.checkpoint import load_checkpoint
 from vitserve.models.evaluate import DEFAULT_HELDOUT, evaluate
 from vitserve.models.train import Cycle, TrainConfig, train
+from vitserve.runtime.decode import DecodeLimits, decode_image
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "models" / "digits-vit"
@@ -35,7 +35,12 @@ def test_one_epoch_on_a_subset_saves_a_loadable_checkpoint(cached_digits: Path, 
     result = train(
         TrainConfig(out=out, cycles=(Cycle(1, 2e-3),), limit=256, batch_size=64, cache_dir=cached_digits)
     )
-    assert result.train_digits == 256 and np.isfinite(result.final_loss)
+    # The 256 MNIST digits twice (normalised and as stored) plus the synthesised sets, each shrunk
+    # to 256 / 8,000 of its size.
+    config = TrainConfig()
+    synthesised = [config.mnist_photos, config.font_photos, config.font_prints]
+    assert result.train_digits == 2 * 256 + sum(round(n * 256 / 8_000) for n in synthesised)
+    assert np.isfinite(result.final_loss)
     loaded = load_checkpoint(out)
     assert loaded.labels == tuple("0123456789") and loaded.name == "digits-vit"
     assert loaded.preprocessing.image_size == 28
@@ -65,9 +70,12 @@ def test_cycles_in_one_run_equal_chained_init_runs(cached_digits: Path, tmp_path
     assert (chained / weights).read_bytes() == (single / weights).read_bytes()
 
 
-# The project's target for the shipped weights (they measure 0.975 plain, 0.952 photo-like).
-SHIPPED_PLAIN_FLOOR = 0.97
-SHIPPED_PHOTO_FLOOR = 0.95
+# Floors just under what the shipped weights measure (model card): 0.987 plain, 0.9815 photo-like.
+SHIPPED_PLAIN_FLOOR = 0.985
+SHIPPED_PHOTO_FLOOR = 0.975
+# On the first 100 images per group (the card's figures use all 500): the shipped weights measure
+# 0.98, 0.97, 0.97 and 0.84 there; small and low-res miss the 95 % target (model card).
+WILD_GROUP_FLOORS = {"handwriting": 0.95, "printed": 0.95, "small": 0.93, "lowres": 0.80}
 
 
 def test_committed_model_accuracy_on_plain_heldout(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,18 +91,24 @@ def test_committed_model_reads_photo_like_digits() -> None:
     assert report["accuracy"] >= SHIPPED_PHOTO_FLOOR
 
 
+def test_committed_model_reads_every_wild_group() -> None:
+    report = evaluate(COMMITTED, DEFAULT_HELDOUT, variant="wild", per_group=100)
+    assert report["n"] == 400 and set(report["groups"]) == {"handwriting", "printed", "small", "lowres"}
+    for group, figures in report["groups"].items():
+        assert figures["n"] == 100
+        assert figures["accuracy"] >= WILD_GROUP_FLOORS[group], group
+
+
 def test_committed_samples_are_classified_as_labelled() -> None:
     samples = COMMITTED / "samples"
     labels = json.loads((samples / "labels.json").read_text())
     assert len(labels) >= 10
     suffixes = {Path(name).suffix for name in labels}
     assert {".png", ".jpg", ".webp", ".bmp"} <= suffixes
-    model = load_checkpoint(COMMITTED).model
+    loaded = load_checkpoint(COMMITTED)
+    # Read exactly as POST /classify reads an upload: the model's own preprocessing.
     pixels = np.stack(
-        [
-            np.asarray(Image.open(samples / name).convert("RGB").resize((28, 28), Image.Resampling.BILINEAR))
-            for name in labels
-        ]
+        [decode_image((samples / name).read_bytes(), loaded.preprocessing, DecodeLimits()) for name in labels]
     )
-    predicted = model(pixels_to_input(pixels)).argmax(dim=1).tolist()
+    predicted = loaded.model(pixels_to_input(pixels)).argmax(dim=1).tolist()
     assert predicted == [int(label) for label in labels.values()]

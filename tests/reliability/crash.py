@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.conftest import SAMPLES_DIR, ServerProcess
+from tests.gate import GatedProxy
 from tests.metrics import metric
 from tests.reliability.procs import worker_pids
 from vitserve.client import Client
@@ -63,12 +64,13 @@ def kill_model_worker_while_scoring(
     folder: Path,
     out: Path,
     copies: int,
-    kill_after_rows: int,
-    retries: int = 30,
+    kill_after_requests: int,
+    retries: int = 120,
 ) -> CrashReport:
-    """SIGKILL the one worker of BentoML service `service_name` (the one holding the model) mid-run,
-    once `kill_after_rows` results are written: by progress, not by time, so that the kill lands
-    mid-run on a fast machine and a slow one alike."""
+    """SIGKILL the one worker of BentoML service `service_name` (the one holding the model) mid-run.
+
+    The kill lands mid-run on any machine: the client scores through a gate that answers
+    `kill_after_requests` requests, then holds the rest until the worker is dead."""
     assert server.proc is not None
     root = server.proc.pid
     files = make_folder(folder, copies)
@@ -82,27 +84,29 @@ def kill_model_worker_while_scoring(
         except FileNotFoundError:
             return 0
 
-    def kill_then_watch() -> None:
-        give_up = time.monotonic() + 120
-        while written() < kill_after_rows and time.monotonic() < give_up:
-            time.sleep(0.005)
-        os.kill(victim, signal.SIGKILL)
-        rows_at_kill.append(written())
-        killed_at = time.monotonic()
-        while time.monotonic() - killed_at < 120:
-            fresh = [pid for pid in worker_pids(root, service_name) if pid != victim]
-            if fresh:
-                replacement.append((fresh[0], time.monotonic() - killed_at))
-                return
-            time.sleep(0.1)
+    with GatedProxy(server.url) as proxy:
 
-    watcher = threading.Thread(target=kill_then_watch, daemon=True)
-    watcher.start()
-    started = time.monotonic()
-    # A fresh worker needs its model loaded and warmed up: allow retries to span it. Meanwhile the
-    # arbiter keeps the listening socket, so new connections wait in its backlog.
-    with Client(server.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
-        summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
+        def kill_then_watch() -> None:
+            proxy.gate.wait_until_waiting()
+            os.kill(victim, signal.SIGKILL)
+            rows_at_kill.append(written())
+            killed_at = time.monotonic()
+            proxy.gate.open()  # what was held now meets the dead worker
+            while time.monotonic() - killed_at < 120:
+                fresh = [pid for pid in worker_pids(root, service_name) if pid != victim]
+                if fresh:
+                    replacement.append((fresh[0], time.monotonic() - killed_at))
+                    return
+                time.sleep(0.1)
+
+        proxy.gate.let_through(kill_after_requests)
+        watcher = threading.Thread(target=kill_then_watch, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        # Retry-After is 1 s and a fresh worker needs its model loaded and warmed up, slow on a busy
+        # machine: allow retries to span minutes. Meanwhile the arbiter keeps the listening socket.
+        with Client(proxy.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
+            summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
     elapsed = time.monotonic() - started
     watcher.join(timeout=130)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import httpx
 
 from tests.conftest import ServerProcess
-from tests.reliability.load import closed_loop
+from tests.reliability.load import LoadResult, closed_loop
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class Balancer(threading.Thread):
         self.failed_at: float | None = None
 
     def run(self) -> None:
-        with httpx.Client(timeout=1) as client:
+        # A generous timeout: a slow answer on a busy machine is not a failed probe in this test.
+        with httpx.Client(timeout=10) as client:
             while self.routing:
                 try:
                     ok = client.get(f"{self.url}/readyz").status_code == 200
@@ -58,26 +59,31 @@ class Balancer(threading.Thread):
 
 
 def sigterm_under_load(
-    server: ServerProcess, payload: bytes, concurrency: int, load_before_s: float, timeout_s: float = 60
+    server: ServerProcess, payload: bytes, concurrency: int, answered_before: int, timeout_s: float = 120
 ) -> ShutdownReport:
+    """SIGTERM lands once `answered_before` requests have been answered: mid-load on any machine, since
+    the closed loop keeps `concurrency` requests outstanding from then until the balancer stops routing."""
     assert server.proc is not None
     balancer = Balancer(server.url)
     balancer.start()
     began = time.monotonic()
     sigterm_at: list[float] = []
+    result = LoadResult(timeout_s)
 
     def terminate() -> None:
-        time.sleep(load_before_s)
+        while len(result.outcomes) < answered_before:
+            time.sleep(0.01)
         sigterm_at.append(time.monotonic())
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGTERM)  # the arbiter, as Kubernetes would
 
     threading.Thread(target=terminate, daemon=True).start()
-    result = asyncio.run(
+    asyncio.run(
         closed_loop(
-            server.url, payload, concurrency, load_before_s + timeout_s, keep_going=lambda: balancer.routing
+            server.url, payload, concurrency, timeout_s, keep_going=lambda: balancer.routing, result=result
         )
     )
+    assert sigterm_at, f"the load ended after {len(result.outcomes)} answers, before SIGTERM was due"
     exit_code = server.proc.wait(timeout=timeout_s)
     exited = time.monotonic()
     balancer.routing = False

@@ -109,10 +109,14 @@ async def closed_loop(
     duration_s: float,
     timeout_s: float = 30.0,
     keep_going: Callable[[], bool] = lambda: True,
+    result: LoadResult | None = None,
 ) -> LoadResult:
-    """`concurrency` clients, each sending its next request when the last one is answered."""
+    """`concurrency` clients, each sending its next request when the last one is answered.
+
+    Outcomes go into `result` as they come when the caller passes one (to act on progress meanwhile).
+    """
     began = time.monotonic()
-    result = LoadResult(duration_s)
+    result = LoadResult(duration_s) if result is None else result
     upload = Upload.image(payload)
     async with _session(concurrency) as session:
 

@@ -41,6 +41,7 @@ class OverloadReport:
     recovered_first_s_rps: float  # the first WARM_UP_S after the flood, while its connections close
     recovered_rps: float  # after that, measured like capacity was (which also followed a warm-up)
     recovered_p99_s: float
+    recovered_statuses: dict[str, int]  # every answer after the flood, at the bound: all should be 200
 
     def lines(self) -> list[str]:
         return [f"{key:26s} {value}" for key, value in asdict(self).items()]
@@ -105,4 +106,5 @@ def run_overload(
         recovered_first_s_rps=round(settling.throughput(), 1),
         recovered_rps=round(recovered.throughput(), 1),
         recovered_p99_s=round(LoadResult.quantile(recovered.with_status(200), 0.99), 3),
+        recovered_statuses=recovery.counts(),
     )

@@ -113,6 +113,7 @@ class Trickler(threading.Thread):
         self.port, self.interval_s = port, interval_s
         self.reply = b""
         self.elapsed_s = 0.0
+        self.trickling = threading.Event()  # headers and a first body byte are out
 
     def run(self) -> None:
         body = good_digit()
@@ -122,7 +123,9 @@ class Trickler(threading.Thread):
                 b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body)
             )
-            for byte in body:
+            for i, byte in enumerate(body):
+                if i == 1:
+                    self.trickling.set()
                 try:
                     self.reply = sock.recv(4096)
                     break
@@ -145,16 +148,18 @@ def test_slow_bodies_get_408_and_do_not_block_other_clients(hardened_server: Ser
     tricklers = [Trickler(hardened_server.port) for _ in range(12)]
     for t in tricklers:
         t.start()
-    time.sleep(1.0)
-    started = time.monotonic()
+    for t in tricklers:
+        assert t.trickling.wait(timeout=60), "a trickler could not start sending"
     good = httpx.post(f"{hardened_server.url}/classify", files={"image": ("d.png", good_digit())}, timeout=30)
     assert good.status_code == 200, good.text
-    assert time.monotonic() - started < 5
+    # Answered while every trickler still waits for its 408: the server did not wait out their 3 s
+    # body deadline first. (One classify against a 3 s deadline: no machine is that slow.)
+    assert not any(t.reply for t in tricklers)
     for t in tricklers:
-        t.join(timeout=30)
+        t.join(timeout=60)
         assert t.reply.startswith(b"HTTP/1.1 408"), t.reply[:200]
         assert b"request_timeout" in t.reply
-        assert t.elapsed_s < 3 + 5  # the 3 s body deadline, plus scheduling slack on a shared CPU
+        assert t.elapsed_s >= 3  # refused at the body deadline, not before
 
 
 def test_idle_and_half_sent_connections_do_not_block_other_clients(hardened_server: ServerProcess) -> None:

@@ -1,8 +1,10 @@
 """Overload, briefly: 5x the measured capacity for 10 s. reliability/overload.py runs the full minute.
 
 Asserted here is what must hold on any machine: nothing accepted fails, every shed request is told when
-to retry, memory stays bounded and throughput comes back. The latency ratios depend on how many cores
-the server has to itself; they are recorded by the script and quoted in docs/reliability.md.
+to retry, memory stays bounded, and once the flood is over the server answers everything at its bound
+again (no admission slot leaked, nothing shed). Throughput and latency ratios depend on how many cores
+the server has to itself, and on what else the machine runs meanwhile; they are recorded by the script
+and quoted in docs/reliability.md, not asserted.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def test_five_times_capacity_is_shed_with_retry_after_and_service_recovers() -> 
     assert report.shed > report.accepted, "5x capacity was not shed"
     assert report.shed_without_retry_after == 0
     assert report.rss_peak_mib - report.rss_before_mib < 200
-    assert report.recovered_rps >= 0.7 * report.capacity_rps, "throughput did not come back after the flood"
+    assert set(report.recovered_statuses) == {"200"}, (
+        f"not all served after the flood: {report.recovered_statuses}"
+    )
     # BentoML's default client dropped its whole connection pool every 100 calls, aborting the calls in
     # flight on it (service/inference.py): ~100 retries a minute, some exhausted into 503s. What remains
     # is keep-alive connections the worker closed after 5 s idle, at most a pool's worth per idle spell.

@@ -5,14 +5,16 @@ from __future__ import annotations
 from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.drain import sigterm_under_load
 
-SHUTDOWN_DELAY_S = 2
+# The listener keeps serving this long after SIGTERM with /readyz failing: the balancer (polling every
+# 50 ms) must see the failure within it, however busy the machine.
+SHUTDOWN_DELAY_S = 5
 
 
 def test_sigterm_under_load_loses_nothing() -> None:
     payload = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
     server = ServerProcess(env={"VITSERVE_SHUTDOWN_DELAY_S": str(SHUTDOWN_DELAY_S)}).start()
     try:
-        report = sigterm_under_load(server, payload, concurrency=16, load_before_s=4)
+        report = sigterm_under_load(server, payload, concurrency=16, answered_before=200)
     finally:
         server.stop()
     print("\n".join(report.lines()))
@@ -24,4 +26,4 @@ def test_sigterm_under_load_loses_nothing() -> None:
     # Readiness fails at once, while the listener still serves: the balancer notices before anything breaks.
     assert report.readiness_failed_after_s < SHUTDOWN_DELAY_S
     assert report.exit_code is not None
-    assert report.exited_after_s < SHUTDOWN_DELAY_S + 20
+    assert report.exited_after_s < SHUTDOWN_DELAY_S + 60  # drained and gone, not hung

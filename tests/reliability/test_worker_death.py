@@ -28,7 +28,7 @@ def test_killed_model_worker_is_replaced_and_scoring_completes(
             tmp_path / "images",
             tmp_path / "results.jsonl",
             copies=600,
-            kill_after_rows=100,
+            kill_after_requests=40,
         )
         log = server.log_path.read_text(errors="replace")
     print("\n".join(report.lines()))

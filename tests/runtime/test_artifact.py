@@ -15,6 +15,7 @@ from vitserve.runtime.artifact import (
     METADATA_KEY,
     ArtifactError,
     ArtifactMetadata,
+    DigitNormalisation,
     Preprocessing,
     metadata_from_props,
     read_metadata,
@@ -116,6 +117,10 @@ def test_an_onnx_file_without_vitserve_metadata(tmp_path: Path) -> None:
         (with_changes(preprocessing={"image_size": 32, "std": [0.5, 0.0, 0.5]}), "mean/std"),
         (with_changes(preprocessing={"image_size": 32, "mean": 5}), "malformed"),
         (with_changes(preprocessing=[32]), "malformed"),
+        (with_changes(preprocessing={"image_size": 28, "digit_normalisation": {"box": 0}}), "box"),
+        (with_changes(preprocessing={"image_size": 28, "digit_normalisation": {"box": 40}}), "exceeds"),
+        (with_changes(preprocessing={"image_size": 28, "digit_normalisation": {}}), "malformed"),
+        (with_changes(preprocessing={"image_size": 28, "digit_normalisation": 20}), "malformed"),
     ],
 )
 def test_malformed_metadata_raises_artifact_error(text: str, match: str) -> None:
@@ -162,3 +167,16 @@ def test_a_file_that_is_not_onnx_raises_artifact_error(tmp_path: Path) -> None:
 def test_preprocessing_is_frozen() -> None:
     with pytest.raises(AttributeError):
         METADATA.preprocessing.image_size = 64  # type: ignore[misc]
+
+
+def test_digit_normalisation_round_trips_and_is_absent_unless_asked_for() -> None:
+    digits = ArtifactMetadata.from_json(
+        with_changes(preprocessing={"image_size": 28, "digit_normalisation": {"box": 20}})
+    )
+    assert digits.preprocessing.digit_normalisation == DigitNormalisation(box=20)
+    assert ArtifactMetadata.from_json(digits.to_json()) == digits
+    # Every other model (Hugging Face, timm, older digits) reads as before and writes no such key,
+    # so their metadata text is exactly what it was before the field existed.
+    assert METADATA.preprocessing.digit_normalisation is None
+    assert "digit_normalisation" not in as_dict()["preprocessing"]
+    assert set(as_dict()["preprocessing"]) == {"image_size", "crop_pct", "interpolation", "mean", "std"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ def bomb_png() -> bytes:
     return png_bytes(Image.new("1", (12000, 12000)))
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[dict[str, Any], int, str]] = {
     # name: (request kwargs, expected status, expected error code)
     "empty-raw-body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "invalid_image"),
     "empty-file": (dict(files={"image": ("e.png", b"")}), 400, "invalid_image"),

@@ -120,10 +120,12 @@ def test_a_direct_request_that_answers_nothing_in_time_gets_504() -> None:
 def test_requests_let_in_are_counted_until_they_finish() -> None:
     counts: list[int] = []
     release = asyncio.Event()
+    waiting: list[object] = []
 
     async def slow(scope: object, receive, send: object) -> None:  # type: ignore[no-untyped-def]
         while (await receive()).get("more_body"):
             pass  # the body is in after this: from here on the request counts
+        waiting.append(scope)
         await release.wait()
         await JSONResponse({"served": True})(scope, receive, send)  # type: ignore[arg-type]
 
@@ -137,7 +139,8 @@ def test_requests_let_in_are_counted_until_they_finish() -> None:
         transport = httpx.ASGITransport(app=door)
         async with httpx.AsyncClient(transport=transport, base_url="http://door") as client:
             first = [asyncio.create_task(client.post("/classify")) for _ in range(2)]
-            await asyncio.sleep(0.05)
+            while len(waiting) < 2:  # both let in and holding their place
+                await asyncio.sleep(0)
             third = await client.post("/classify")  # two in progress: refused
             release.set()
             statuses = [r.status_code for r in await asyncio.gather(*first)]

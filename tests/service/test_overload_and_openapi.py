@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+from typing import Any
 
 import httpx
 import jsonschema
@@ -74,11 +75,12 @@ def test_real_responses_match_the_documented_schemas(vitserve_server: str, opena
     data = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
     ok = httpx.post(f"{vitserve_server}/classify", files={"image": ("d.png", data)})
     jsonschema.validate(ok.json(), schema_for(openapi, "/classify", "200"))
-    for status, kwargs in {
+    bad: dict[str, dict[str, Any]] = {
         "400": dict(files={"image": ("d.png", b"")}),
         "415": dict(content=b"x", headers={"Content-Type": "text/plain"}),
         "422": dict(files={"image": ("d.png", data)}, params={"top_k": "zero"}),
-    }.items():
+    }
+    for status, kwargs in bad.items():
         response = httpx.post(f"{vitserve_server}/classify", **kwargs)
         assert str(response.status_code) == status
         jsonschema.validate(response.json(), schema_for(openapi, "/classify", status))
