@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vitserve.service.front_door import FrontDoor, Refusal
+from vitserve.service.front_door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(429, {"error": "overloaded", "message": "no room"}, {"Retry-After": "3"})
 GUARDED = frozenset({"/classify"})
@@ -32,7 +32,7 @@ class Keeper:
     def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
         return self.refuse(path, requests_in_progress)
 
-    def request_done(self, scope: dict, status: int, seconds: float) -> None:
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
         assert seconds >= 0
         self.done.append((scope["path"], status))
 
