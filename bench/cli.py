@@ -1,4 +1,4 @@
-"""`vitserve bench ...`: benchmarks as a subcommand group: `bench model` and `bench serve`."""
+"""`vitserve bench ...`: benchmarks as a subcommand group: model, serve, peers, score."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import argparse
 import os
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vitserve.bench.serve import BenchConfig, ServerSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     register_model(group)
     register_serve(group)
+    register_peers(group)
     register_score(group)
 
 
@@ -94,43 +99,134 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_serve(group: argparse._SubParsersAction) -> None:
-    parser = group.add_parser(
-        "serve",
-        help="end-to-end img/s and p50/p99: vitserve vs model-only vs a naive one-image server",
-        description="Closed-loop clients at each concurrency, plus an open-loop run at half capacity.",
-    )
-    parser.add_argument("model_dirs", nargs="+", type=Path, help="directories written by `vitserve export`")
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32, 64])
-    parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per level")
-    parser.add_argument("--warmup-s", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for every system")
+    parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per point")
+    parser.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each point")
+    parser.add_argument("--rounds", type=int, default=2, help="each server once per round, order alternating")
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for every server")
     parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the peers' batching window")
     parser.add_argument("--precision", default="auto")
-    parser.set_defaults(func=run_serve)
+    parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop run at half capacity")
+    parser.add_argument(
+        "--vitserve-variant",
+        action="append",
+        default=[],
+        metavar="LABEL:VITSERVE_X=V[,...]",
+        help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN_WAIT=1 (repeatable)",
+    )
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from vitserve.bench.model import cpu_model
-    from vitserve.bench.serve import ServeBenchConfig, bench_model_dir, markdown
+def _config(args: argparse.Namespace) -> BenchConfig:
+    from vitserve.bench.serve import BenchConfig
 
-    config = ServeBenchConfig(
-        model_dirs=tuple(args.model_dirs),
+    return BenchConfig(
         concurrencies=tuple(args.concurrency),
         duration_s=args.duration_s,
         warmup_s=args.warmup_s,
+        rounds=args.rounds,
         threads=args.threads,
         max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
         precision=args.precision,
+        half_load=not args.no_half_load,
     )
-    command = ["vitserve", "bench", "serve", *map(str, config.model_dirs)]
-    command += ["--concurrency", *map(str, config.concurrencies), "--duration-s", str(config.duration_s)]
-    command += ["--threads", str(config.threads), "--max-batch-size", str(config.max_batch_size)]
+
+
+def _load_flags(config: BenchConfig) -> list[str]:
+    flags = ["--concurrency", *map(str, config.concurrencies), "--duration-s", f"{config.duration_s:g}"]
+    flags += ["--warmup-s", f"{config.warmup_s:g}", "--rounds", str(config.rounds)]
+    flags += ["--threads", str(config.threads), "--max-batch-size", str(config.max_batch_size)]
+    flags += ["--batch-wait-ms", f"{config.batch_wait_ms:g}", "--precision", config.precision]
+    return flags + ([] if config.half_load else ["--no-half-load"])
+
+
+def _variants(args: argparse.Namespace) -> tuple[list[ServerSpec], list[str]]:
+    from vitserve.bench.peers import vitserve_variant
+
+    specs = [vitserve_variant(v) for v in args.vitserve_variant]
+    return specs, [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
+
+
+def register_serve(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "serve",
+        help="end-to-end img/s, p50/p99 and server CPU per image: vitserve vs a naive server vs model-only",
+        description="wrk closed-loop at each concurrency, plus an open-loop run at half capacity.",
+    )
+    parser.add_argument("model_dirs", nargs="+", type=Path, help="directories written by `vitserve export`")
+    _add_load_options(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def register_peers(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "peers",
+        help="vitserve vs the naive server vs BentoML, LitServe, PyTriton and Ray Serve, on two models",
+        description="Needs `pip install 'vitserve[peers]'` for the peers and the export extra for vit-tiny; "
+        "a peer that cannot run is reported as such.",
+    )
+    parser.add_argument(
+        "--workloads", nargs="+", default=["digits", "vit-tiny"], choices=["digits", "vit-tiny"]
+    )
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=["bentoml", "litserve", "pytriton", "ray"],
+        help="peer frameworks to add",
+    )
+    _add_load_options(parser)
+    parser.set_defaults(func=run_peers)
+
+
+def _print_header(command: list[str], config: BenchConfig) -> None:
+    from vitserve.bench.model import cpu_model
+
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"command: {shlex.join(command)}")
-    print(f"cpu: {cpu_model()}; the load generator shares the machine with the servers")
-    for model_dir in config.model_dirs:
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at start: {load}")
+    print(
+        f"load generator: wrk, one thread, closed loop, on the same machine; {config.warmup_s:g} s warm-up "
+        f"+ {config.duration_s:g} s per point; {config.rounds} round(s), servers in alternating order"
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from vitserve.bench.peers import NAIVE, VITSERVE
+    from vitserve.bench.serve import markdown, run
+    from vitserve.bench.workloads import digits
+
+    config = _config(args)
+    variants, flags = _variants(args)
+    command = ["vitserve", "bench", "serve", *map(str, args.model_dirs), *_load_flags(config), *flags]
+    _print_header(command, config)
+    sample = digits()
+    # The shipped model's sample image fits any model: it is resized like any upload.
+    workloads = [(d, (sample.image, sample.media_type), sample.description) for d in args.model_dirs]
+    for report in run(workloads, [VITSERVE, *variants, NAIVE], config):
         print()
-        print(markdown(bench_model_dir(model_dir, config), config))
+        print(markdown(report, config))
+    return 0
+
+
+def run_peers(args: argparse.Namespace) -> int:
+    from vitserve.bench.peers import NAIVE, VITSERVE, available
+    from vitserve.bench.serve import markdown, run
+    from vitserve.bench.workloads import WORKLOADS
+
+    config = _config(args)
+    variants, flags = _variants(args)
+    command = ["vitserve", "bench", "peers", "--workloads", *args.workloads, "--peers", *args.peers]
+    _print_header([*command, *_load_flags(config), *flags], config)
+    peers, missing = available(args.peers)
+    workloads = []
+    for name in args.workloads:
+        w = WORKLOADS[name]()
+        workloads.append((w.model_dir, (w.image, w.media_type), w.description))
+    for report in run(workloads, [VITSERVE, *variants, NAIVE, *peers], config, unavailable=missing):
+        print()
+        print(markdown(report, config))
     return 0
 
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -34,12 +34,17 @@ def build_app(classifier: OnnxClassifier) -> FastAPI:
         except DecodeError as exc:
             return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=400)
         (prediction,) = top_k_predictions(classifier.predict_batch(pixels[None]), meta.labels, 5)
-        return JSONResponse({"label": prediction.label, "score": prediction.score})
+        top_k = [{"label": t.label, "index": t.index, "score": t.score} for t in prediction.top_k]
+        model = {"name": meta.model_name, "version": meta.model_version}
+        return JSONResponse(
+            {"label": prediction.label, "score": prediction.score, "top_k": top_k, "model": model}
+        )
 
     @app.post("/classify")
-    async def classify(request: Request) -> JSONResponse:
-        # The usual hand-rolled shape: blocking work in Starlette's thread pool, one image per call.
-        return await run_in_threadpool(classify_one, await request.body())
+    async def classify(image: UploadFile) -> JSONResponse:
+        # The usual hand-rolled shape: a multipart upload, blocking work in Starlette's thread pool,
+        # one image per call, the same JSON answer as vitserve's.
+        return await run_in_threadpool(classify_one, await image.read())
 
     return app
 

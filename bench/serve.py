@@ -1,134 +1,260 @@
-"""End-to-end serving benchmark: vitserve vs model-only vs a naive one-image-per-request server.
+"""End-to-end serving benchmark: servers side by side on one model, one image, one load generator.
 
-For each model directory, in one run and on the same thread budget:
-  model-only  the ORT session alone at batch = max_batch_size (the ceiling serving can approach);
-  vitserve    the real BentoML server, closed-loop clients at each concurrency;
-  naive       bench/naive_server.py (FastAPI, batch 1, no batching) at the same concurrencies;
-  half-load   vitserve under an open-loop arrival rate of half its measured peak (p99 vs p50).
-The load generator runs on the same machine and takes CPU from the servers; the report says so.
+For each model directory, in one run and on the same ORT thread budget:
+  model-only  the ORT session alone, at batch 1 and at max_batch_size (the ceiling serving can approach);
+  each server started in turn, probed until ready, its resident memory read at rest, then driven by
+  wrk (bench/wrk.py) closed-loop at each concurrency: img/s, p50/p99, and server CPU per image (CPU
+  seconds of the server's whole process tree / images answered), beside the generator's own CPU;
+  half-load  vitserve at half its peak rate, from connections pausing at random (p99 vs p50).
+Rounds repeat the servers in alternating order, so that drift in the machine's load shows up as spread
+between rounds instead of favouring whoever ran first; the tables quote medians over rounds.
+
+Which servers: `vitserve` and `naive` (bench/naive_server.py) always; the peer frameworks of
+bench/peers.py where asked for (`vitserve bench peers`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
+import httpx
 import numpy as np
+import psutil
 
+from vitserve.bench.wrk import Upload, WrkResult, run_wrk
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
-from vitserve.service.launcher import running_server
+from vitserve.service.launcher import free_port
+
+STARTUP_TIMEOUT_S = 300  # Ray and Triton take tens of seconds to come up on 2 cores
 
 
 @dataclass(frozen=True)
-class LoadResult:
-    system: str
+class BenchConfig:
+    concurrencies: tuple[int, ...] = (1, 8, 32, 64)
+    duration_s: float = 8.0
+    warmup_s: float = 2.0
+    rounds: int = 2
+    threads: int = 2  # ORT intra-op threads, every server and model-only alike
+    max_batch_size: int = 32
+    batch_wait_ms: float = 5.0  # for the peers whose batchers take a waiting window
+    precision: str = "auto"
+    half_load: bool = True
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server and send it the benchmark's image."""
+
+    name: str
+    command: Callable[[Path, int, BenchConfig], list[str]]  # (model_dir, port, config) -> argv
+    ready_path: str
+    classify_path: str
+    upload: Callable[[bytes, str], Upload]  # (image bytes, media type) -> request body
+    env: Callable[[Path, int, BenchConfig], dict[str, str]] = lambda model_dir, port, config: {}
+
+
+@dataclass(frozen=True)
+class Point:
     concurrency: int
-    requests: int
-    errors: int
     images_per_s: float
     p50_ms: float
     p99_ms: float
+    failed: int
+    server_cpu_ms_per_image: float
+    generator_cpu_ms_per_request: float
 
 
-@dataclass(frozen=True)
-class ServeBenchConfig:
-    model_dirs: tuple[Path, ...]
-    concurrencies: tuple[int, ...] = (1, 8, 32, 64)
-    duration_s: float = 10.0
-    warmup_s: float = 2.0
-    threads: int = 2
-    max_batch_size: int = 32
-    precision: str = "auto"
+@dataclass
+class SystemRun:
+    """One server in one round: started, measured at every concurrency, stopped."""
+
+    name: str
+    rss_at_rest_mib: float = float("nan")
+    processes: int = 0
+    points: list[Point] = field(default_factory=list)
+    error: str = ""  # why it could not be measured (not installed, did not start, ...)
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+@dataclass
+class ModelReport:
+    model_dir: Path
+    image: str
+    model_only_b1: float
+    model_only_batch: float
+    runs: list[SystemRun] = field(default_factory=list)
+    half_load: Point | None = None
 
 
-async def _closed_loop(
-    url: str, payload: bytes, concurrency: int, duration_s: float, warmup_s: float
-) -> tuple:
-    latencies: list[float] = []
-    errors = 0
-    started = time.perf_counter()
-    measure_from = started + warmup_s
-    stop_at = measure_from + duration_s
-    counted = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client() -> None:
-            nonlocal errors, counted
-            while (now := time.perf_counter()) < stop_at:
-                t0 = now
-                async with session.post(
-                    f"{url}/classify", data=payload, headers={"Content-Type": "image/png"}
-                ) as response:
-                    await response.read()
-                    ok = response.status == 200
-                t1 = time.perf_counter()
-                if t0 >= measure_from and t1 <= stop_at:
-                    counted += 1
-                    if ok:
-                        latencies.append(t1 - t0)
-                    else:
-                        errors += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies, errors, counted
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-async def _open_loop(url: str, payload: bytes, rate: float, duration_s: float) -> tuple:
-    latencies: list[float] = []
-    errors = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+def tree_cpu_s(root: psutil.Process) -> float:
+    """User + system CPU seconds of the live processes under root (children that exited are lost)."""
+    total = 0.0
+    for proc in process_tree(root):
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue  # it exited between the listing and the read
+    return total
 
-        async def one() -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            async with session.post(
-                f"{url}/classify", data=payload, headers={"Content-Type": "image/png"}
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
+
+def tree_rss_mib(root: psutil.Process) -> float:
+    total = 0
+    for proc in process_tree(root):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+class Server:
+    """A benchmark server in its own session, stopped with its whole process tree."""
+
+    def __init__(self, spec: ServerSpec, model_dir: Path, config: BenchConfig) -> None:
+        self.spec = spec
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.gettempdir()) / f"vitserve-bench-{spec.name}-{self.port}.log"
+        env = {**os.environ, **spec.env(model_dir, self.port, config)}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                spec.command(model_dir, self.port, config),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.root = psutil.Process(self.proc.pid)
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                if httpx.get(self.url + self.spec.ready_path, timeout=2).status_code == 200:
                     return
-            latencies.append(time.perf_counter() - t0)
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.5)
+        raise TimeoutError(f"not ready after {timeout_s:g} s: {self.tail()}")
 
-        tasks = []
-        start = time.perf_counter()
-        n = int(rate * duration_s)
-        for i in range(n):
-            # Fixed inter-arrival times: the load does not wait for answers, like real independent users.
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    return latencies, errors, n
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        family = process_tree(self.root)
+        for proc in family:
+            try:
+                proc.terminate()
+            except psutil.Error:
+                continue
+        _, alive = psutil.wait_procs(family, timeout=20)
+        for proc in alive:  # whatever ignored SIGTERM (Ray's daemons, a wedged worker)
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+        psutil.wait_procs(alive, timeout=10)
 
 
-def measure(system: str, url: str, payload: bytes, concurrency: int, config: ServeBenchConfig) -> LoadResult:
-    latencies, errors, counted = asyncio.run(
-        _closed_loop(url, payload, concurrency, config.duration_s, config.warmup_s)
-    )
-    return LoadResult(
-        system=system,
+def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
+    """A few requests before measuring: every server must really classify the image, not fail fast."""
+    headers = upload.headers
+    for _ in range(n):
+        response = httpx.post(
+            server.url + server.spec.classify_path, content=upload.body, headers=headers, timeout=60
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{server.spec.name} answered {response.status_code}: {response.text[:300]}")
+
+
+def measure_point(
+    server: Server, upload: Upload, concurrency: int, config: BenchConfig, think_ms: float | None = None
+) -> Point:
+    url = server.url + server.spec.classify_path
+    run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
+    cpu_before = tree_cpu_s(server.root)
+    result: WrkResult = run_wrk(url, upload, concurrency, config.duration_s, think_ms=think_ms)
+    cpu = tree_cpu_s(server.root) - cpu_before
+    answered = result.requests - result.failed
+    return Point(
         concurrency=concurrency,
-        requests=counted,
-        errors=errors,
-        images_per_s=len(latencies) / config.duration_s,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
+        images_per_s=result.ok_per_s,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        failed=result.failed,
+        server_cpu_ms_per_image=1000 * cpu / max(answered, 1),
+        generator_cpu_ms_per_request=result.generator_cpu_ms_per_request,
     )
 
 
-def model_only(model_dir: Path, config: ServeBenchConfig, batch: int, rounds: int = 5) -> float:
+def measure_system(
+    spec: ServerSpec, model_dir: Path, payload: tuple[bytes, str], config: BenchConfig
+) -> SystemRun:
+    run = SystemRun(spec.name)
+    try:
+        server = Server(spec, model_dir, config)
+    except OSError as exc:
+        run.error = f"could not start: {exc}"
+        return run
+    try:
+        server.wait_ready()
+        upload = spec.upload(*payload)
+        check_answers(server, upload)
+        time.sleep(1.0)  # let start-up and the check's garbage settle before reading memory
+        run.rss_at_rest_mib = tree_rss_mib(server.root)
+        run.processes = len(process_tree(server.root))
+        for c in config.concurrencies:
+            run.points.append(measure_point(server, upload, c, config))
+            print(f"  {spec.name} c={c}: {run.points[-1]}", file=sys.stderr, flush=True)
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+        run.error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        print(f"  {spec.name} failed: {exc}", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return run
+
+
+HALF_LOAD_CONNECTIONS = 32
+
+
+def half_load(
+    spec: ServerSpec, model_dir: Path, payload: tuple[bytes, str], rate: float, config: BenchConfig
+) -> Point:
+    """Latency at about `rate` img/s: many connections, each pausing a random time between requests.
+
+    At half of capacity answers take a small fraction of the pause, so the connections' requests
+    arrive nearly as independent users' would (open loop), from a generator as cheap as the rest.
+    """
+    server = Server(spec, model_dir, config)
+    try:
+        server.wait_ready()
+        upload = spec.upload(*payload)
+        check_answers(server, upload)
+        return measure_point(
+            server, upload, HALF_LOAD_CONNECTIONS, config, think_ms=1000 * HALF_LOAD_CONNECTIONS / rate
+        )
+    finally:
+        server.stop()
+
+
+def model_only(model_dir: Path, config: BenchConfig, batch: int, rounds: int = 5) -> float:
     """Median images/s of the bare session at one batch size."""
     options = SessionOptions(precision=config.precision, device="cpu", intra_op_threads=config.threads)
     classifier = OnnxClassifier(model_dir, options)
@@ -144,101 +270,181 @@ def model_only(model_dir: Path, config: ServeBenchConfig, batch: int, rounds: in
     return statistics.median(rates)
 
 
-def sample_payload(model_dir: Path) -> bytes:
-    samples = sorted((model_dir / "samples").glob("*.png"))
-    if samples:
-        return samples[0].read_bytes()
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(
-        buffer, "PNG"
-    )
-    return buffer.getvalue()
-
-
-def bench_model_dir(model_dir: Path, config: ServeBenchConfig) -> dict[str, object]:
-    payload = sample_payload(model_dir)
-    ceiling = model_only(model_dir, config, config.max_batch_size)
-    ceiling_b1 = model_only(model_dir, config, 1)
-    env = {
-        "VITSERVE_INTRA_OP_THREADS": str(config.threads),
-        "VITSERVE_MAX_BATCH_SIZE": str(config.max_batch_size),
-        "VITSERVE_PRECISION": config.precision,
-        "VITSERVE_DEVICE": "cpu",
-        # Admission must not shed the benchmark's own load: the largest concurrency fits.
-        "VITSERVE_MAX_IN_FLIGHT": str(max(config.concurrencies) * 2),
-        "VITSERVE_MAX_LATENCY_MS": "60000",
-    }
-    results: list[LoadResult] = []
-    with running_server(model_dir, env) as server:
-        for c in config.concurrencies:
-            results.append(measure("vitserve", server.url, payload, c, config))
-            print(results[-1], file=sys.stderr)
-        peak = max(r.images_per_s for r in results)
-        half_rate = peak / 2
-        latencies, errors, sent = asyncio.run(_open_loop(server.url, payload, half_rate, config.duration_s))
-        half = LoadResult(
-            "vitserve half-load",
-            0,
-            sent,
-            errors,
-            len(latencies) / config.duration_s,
-            percentile(latencies, 50) * 1000,
-            percentile(latencies, 99) * 1000,
+def run(
+    model_dirs: Sequence[tuple[Path, tuple[bytes, str], str]],
+    specs: Sequence[ServerSpec],
+    config: BenchConfig,
+    unavailable: dict[str, str] | None = None,
+) -> list[ModelReport]:
+    """model_dirs: (directory, (image bytes, media type), image description) each."""
+    reports = []
+    for model_dir, payload, image in model_dirs:
+        report = ModelReport(
+            model_dir=model_dir,
+            image=image,
+            model_only_b1=model_only(model_dir, config, 1),
+            model_only_batch=model_only(model_dir, config, config.max_batch_size),
         )
-        print(half, file=sys.stderr)
-    naive_command = [
-        *(sys.executable, "-m", "vitserve.bench.naive_server", "--model-dir", str(model_dir)),
-        *("--threads", str(config.threads), "--precision", config.precision, "--port", "{port}"),
-    ]
-    naive_results: list[LoadResult] = []
-    with running_server(model_dir, command=naive_command) as naive:
-        for c in config.concurrencies:
-            naive_results.append(measure("naive", naive.url, payload, c, config))
-            print(naive_results[-1], file=sys.stderr)
-    return {
-        "model_dir": str(model_dir),
-        "model_only_batch": ceiling,
-        "model_only_b1": ceiling_b1,
-        "vitserve": results,
-        "naive": naive_results,
-        "half_load": half,
-    }
+        for round_index in range(config.rounds):
+            order = list(specs) if round_index % 2 == 0 else list(reversed(specs))
+            for spec in order:
+                print(f"{model_dir.name} round {round_index + 1}: {spec.name}", file=sys.stderr, flush=True)
+                report.runs.append(measure_system(spec, model_dir, payload, config))
+        for name, why in (unavailable or {}).items():
+            report.runs.append(SystemRun(name, error=why))
+        vitserve = [r for r in report.runs if r.name == "vitserve" and r.points]
+        if config.half_load and vitserve:
+            peak = statistics.median(max(p.images_per_s for p in r.points) for r in vitserve)
+            spec = next(s for s in specs if s.name == "vitserve")
+            report.half_load = half_load(spec, model_dir, payload, peak / 2, config)
+        reports.append(report)
+    return reports
 
 
-def markdown(report: dict[str, object], config: ServeBenchConfig) -> str:
-    vs: list[LoadResult] = report["vitserve"]  # type: ignore[assignment]
-    nv: list[LoadResult] = report["naive"]  # type: ignore[assignment]
-    half: LoadResult = report["half_load"]  # type: ignore[assignment]
-    ceiling = float(report["model_only_batch"])  # type: ignore[arg-type]
+# --- the report ----------------------------------------------------------------------------------------
+
+
+def median_points(runs: Sequence[SystemRun]) -> list[Point]:
+    """Per concurrency, the median of every field over the rounds that measured it."""
+    by_c: dict[int, list[Point]] = {}
+    for run_ in runs:
+        for p in run_.points:
+            by_c.setdefault(p.concurrency, []).append(p)
+    merged = []
+    for c, points in sorted(by_c.items()):
+        merged.append(
+            Point(
+                concurrency=c,
+                images_per_s=statistics.median(p.images_per_s for p in points),
+                p50_ms=statistics.median(p.p50_ms for p in points),
+                p99_ms=statistics.median(p.p99_ms for p in points),
+                failed=sum(p.failed for p in points),
+                server_cpu_ms_per_image=statistics.median(p.server_cpu_ms_per_image for p in points),
+                generator_cpu_ms_per_request=statistics.median(
+                    p.generator_cpu_ms_per_request for p in points
+                ),
+            )
+        )
+    return merged
+
+
+def _span(values: list[float], fmt: str) -> str:
+    """The median, and the range over rounds where there are several."""
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1 or min(values) == max(values):
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def markdown(report: ModelReport, config: BenchConfig) -> str:
+    names = list(dict.fromkeys(r.name for r in report.runs))
+    runs = {n: [r for r in report.runs if r.name == n] for n in names}
+    ok = {n: [r for r in rs if r.points] for n, rs in runs.items()}
+    cs = config.concurrencies
     lines = [
-        f"**{report['model_dir']}** — model-only (same artifact, {config.threads} threads): "
-        f"{ceiling:.1f} img/s at batch {config.max_batch_size}, "
-        f"{float(report['model_only_b1']):.1f} img/s at batch 1",  # type: ignore[arg-type]
+        f"**{report.model_dir.name}** ({report.image}); model-only, same artifact and {config.threads} ORT "
+        f"threads: {report.model_only_b1:.1f} img/s at batch 1, {report.model_only_batch:.1f} at batch "
+        f"{config.max_batch_size}",
         "",
-        "| concurrency | vitserve img/s | p50 ms | p99 ms | naive img/s | naive p50 ms | naive p99 ms "
-        "| vitserve / naive | vitserve / model-only |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for v, n in zip(vs, nv, strict=True):
-        lines.append(
-            f"| {v.concurrency} | {v.images_per_s:.1f} | {v.p50_ms:.1f} | {v.p99_ms:.1f} | "
-            f"{n.images_per_s:.1f} | {n.p50_ms:.1f} | {n.p99_ms:.1f} | "
-            f"{v.images_per_s / max(n.images_per_s, 1e-9):.2f}x | {v.images_per_s / ceiling:.0%} |"
-        )
-    peak = max(vs, key=lambda r: r.images_per_s)
-    lines += [
+        "img/s, median over rounds (range):",
         "",
-        f"- end-to-end / model-only at saturation: {peak.images_per_s / ceiling:.0%} "
-        f"(concurrency {peak.concurrency}; target >= 85%)",
-        f"- vitserve / naive at {vs[-1].concurrency} clients: "
-        f"{vs[-1].images_per_s / max(nv[-1].images_per_s, 1e-9):.2f}x (target >= 8x for the default model)",
-        f"- half of capacity ({half.requests / config.duration_s:.1f} req/s offered, open loop): "
-        f"p50 {half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms, p99/p50 = "
-        f"{half.p99_ms / max(half.p50_ms, 1e-9):.2f} (target <= 2), errors {half.errors}",
-        f"- errors: vitserve {sum(r.errors for r in vs)}, naive {sum(r.errors for r in nv)}",
+        "| server | " + " | ".join(f"c={c}" for c in cs) + " |",
+        "| --- |" + " ---: |" * len(cs),
     ]
+
+    def row(name: str, cell: Callable[[int, list[Point]], str]) -> str:
+        cells = []
+        for c in cs:
+            points = [p for r in ok[name] for p in r.points if p.concurrency == c]
+            cells.append(cell(c, points) if points else "-")
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    for name in names:
+        if ok[name]:
+            lines.append(row(name, lambda c, ps: _span([p.images_per_s for p in ps], ".1f")))
+    lines += ["", "p50 / p99 ms:", "", "| server | " + " | ".join(f"c={c}" for c in cs) + " |"]
+    lines.append("| --- |" + " ---: |" * len(cs))
+    for name in names:
+        if ok[name]:
+            lines.append(
+                row(
+                    name,
+                    lambda c, ps: (
+                        f"{statistics.median(p.p50_ms for p in ps):.1f} / "
+                        f"{statistics.median(p.p99_ms for p in ps):.1f}"
+                    ),
+                )
+            )
+    lines += ["", "server CPU ms per image (process tree), median:", ""]
+    lines.append(
+        "| server | " + " | ".join(f"c={c}" for c in cs) + " | RSS at rest MiB (processes) | failed |"
+    )
+    lines.append("| --- |" + " ---: |" * (len(cs) + 2))
+    for name in names:
+        if not ok[name]:
+            continue
+        cpu = row(name, lambda c, ps: f"{statistics.median(p.server_cpu_ms_per_image for p in ps):.2f}")
+        rss = statistics.median(r.rss_at_rest_mib for r in ok[name])
+        procs = max(r.processes for r in ok[name])
+        failed = sum(p.failed for r in ok[name] for p in r.points)
+        lines.append(f"{cpu} {rss:.0f} ({procs}) | {failed} |")
+    generator = [p.generator_cpu_ms_per_request for rs in ok.values() for r in rs for p in r.points]
+    if generator:
+        lines += [
+            "",
+            f"load generator (wrk) CPU per request: median {statistics.median(generator):.3f} ms, "
+            f"max {max(generator):.3f} ms",
+        ]
+    failures = [(n, r.error) for n, rs in runs.items() for r in rs if r.error]
+    if failures:
+        lines += ["", "not measured:"]
+        lines += [f"- {n}: {why}" for n, why in dict(failures).items()]
+    lines += ["", *targets(report, config, ok)]
     return "\n".join(lines)
+
+
+def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemRun]]) -> list[str]:
+    """The ratios issue 14's targets are stated in, from this run's medians."""
+    if not ok.get("vitserve"):
+        return ["vitserve was not measured: no ratios"]
+    vs = {p.concurrency: p for p in median_points(ok["vitserve"])}
+    lines = ["ratios (medians of this run):", ""]
+    if ok.get("naive"):
+        nv = {p.concurrency: p for p in median_points(ok["naive"])}
+        ratios = ", ".join(f"c={c} {vs[c].images_per_s / nv[c].images_per_s:.2f}x" for c in vs if c in nv)
+        lines.append(f"- vitserve / naive img/s: {ratios}")
+        cpu = ", ".join(
+            f"c={c} {vs[c].server_cpu_ms_per_image / nv[c].server_cpu_ms_per_image:.2f}x"
+            for c in vs
+            if c in nv
+        )
+        lines.append(f"- vitserve / naive server CPU per image: {cpu}")
+    peak = max(vs.values(), key=lambda p: p.images_per_s)
+    # The bare session's best of batch 1 and the largest batch: on some CPUs a large batch is not faster.
+    ceiling = max(report.model_only_b1, report.model_only_batch)
+    lines.append(
+        f"- vitserve at saturation / model-only (best of batch 1 and {config.max_batch_size}): "
+        f"{peak.images_per_s / ceiling:.0%} (c={peak.concurrency})"
+    )
+    peers = [n for n in ok if n != "naive" and not n.startswith("vitserve")]
+    for c in vs:
+        best = [(median_points(ok[n]), n) for n in peers]
+        rivals = [(next((p.images_per_s for p in pts if p.concurrency == c), 0.0), n) for pts, n in best]
+        if rivals:
+            top, who = max(rivals)
+            lines.append(
+                f"- c={c}: vitserve / best peer ({who}) img/s: {vs[c].images_per_s / max(top, 1e-9):.2f}x"
+            )
+    rss = statistics.median(r.rss_at_rest_mib for r in ok["vitserve"])
+    lines.append(f"- vitserve RSS at rest: {rss:.0f} MiB")
+    half = report.half_load
+    if half is not None:
+        ratio = half.p99_ms / max(half.p50_ms, 1e-9)
+        lines.append(
+            f"- half of capacity ({half.images_per_s:.1f} img/s answered, {half.concurrency} connections "
+            f"pausing at random): p50 {half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms, p99/p50 {ratio:.2f}, "
+            f"errors {half.failed}"
+        )
+    return lines

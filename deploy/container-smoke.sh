@@ -113,7 +113,7 @@ step "classified all ${#samples[@]} samples as samples/labels.json says"
 
 metrics=$(curl --silent --fail --max-time 5 "$base/metrics") || fail "/metrics failed"
 for series in vitserve_images_classified_total vitserve_batch_size_bucket vitserve_queue_wait_seconds_bucket \
-    vitserve_model_info bentoml_service_request_duration_seconds_bucket; do
+    vitserve_model_info vitserve_request_seconds_bucket; do
     grep -q "^$series" <<<"$metrics" || fail "/metrics lacks $series"
 done
 step "/metrics carries the vitserve_* series"

@@ -23,13 +23,23 @@ import uvicorn
 import uvloop
 
 from tests.reliability.load import open_loop
-from vitserve.service.front_door import FrontDoor, Refusal
+from vitserve.service.front_door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(
     429,
     {"error": "overloaded", "message": "this worker is at its limit of 128 images in flight"},
     {"Retry-After": "1"},
 )
+
+
+class AlwaysFull:
+    """A Gatekeeper with no room, ever."""
+
+    def refusal(self, path: str, requests_in_progress: int) -> Refusal:
+        return FULL
+
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
+        pass
 
 
 async def behind_the_door(scope: Any, receive: Any, send: Any) -> None:
@@ -43,7 +53,8 @@ async def behind_the_door(scope: Any, receive: Any, send: Any) -> None:
 
 def serve(port: int) -> None:
     os.sched_setaffinity(0, {0})
-    door = FrontDoor(behind_the_door, frozenset({"/classify"}), lambda path, _: FULL)
+    door = FrontDoor(behind_the_door, frozenset({"/classify"}), timeout_s=60).in_front_of(behind_the_door)
+    door.open(AlwaysFull())
     uvicorn.run(door, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
 
 

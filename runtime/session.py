@@ -52,6 +52,9 @@ class SessionOptions:
     device: str = "auto"  # auto | cuda | cpu
     intra_op_threads: int = 0  # 0: the CPU budget
     inter_op_threads: int = 1
+    # ORT's intra-op threads spin-wait for the next run after each one by default. In a server the
+    # cores they spin on are the ones HTTP parsing and image decoding need between batches.
+    spin_wait: bool = False
 
 
 def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
@@ -81,6 +84,7 @@ class OnnxClassifier:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = options.inter_op_threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin_wait else "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [CUDA, CPU] if want_cuda else [CPU]
         try:

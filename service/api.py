@@ -1,36 +1,32 @@
-"""The public HTTP routes, as a FastAPI app mounted into the BentoML service.
+"""The public HTTP routes, installed into the FastAPI app that service/app.py mounts into BentoML.
 
 FastAPI gives each route an OpenAPI entry that matches what it really returns, error bodies included;
-BentoML merges it into its own document and keeps /livez, /readyz and /metrics.
+BentoML merges it into its own document and keeps /livez, /readyz and /metrics. The routes are
+installed by each worker at start-up (`install_routes`), so that BentoML's arbiter, which imports
+service/app.py to read the service's configuration, never imports this module and what it needs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import bentoml
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from vitserve.runtime.predictions import Prediction
+from vitserve.service.classify import ClassifyFlow, ItemResult
+from vitserve.service.context import context_of, hand_over
 from vitserve.service.errors import ApiError
 from vitserve.service.explain import router as explain_router
 from vitserve.service.requests import parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
-
-if TYPE_CHECKING:
-    from vitserve.service.app import ItemResult, VitServe
+from vitserve.service.settings import Settings
+from vitserve.service.worker import Worker
 
 log = logging.getLogger(__name__)
 
-app = FastAPI(
-    title="vitserve",
-    description="Vision Transformer image classification with adaptive batching.",
-    docs_url=None,
-    redoc_url=None,
-)
-app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+router = APIRouter()
 
 IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 
@@ -57,7 +53,6 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})
 CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 TOP_K_PARAM = {
     "name": "top_k",
@@ -68,10 +63,6 @@ TOP_K_PARAM = {
 }
 
 
-def _service() -> VitServe:
-    return bentoml.get_current_service()  # type: ignore[no-any-return]
-
-
 def _prediction_body(prediction: Prediction) -> dict[str, Any]:
     return {
         "label": prediction.label,
@@ -80,31 +71,20 @@ def _prediction_body(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def _model_ref(svc: VitServe) -> dict[str, str]:
-    return {"name": svc.metadata.model_name, "version": svc.metadata.model_version}
+def _model_ref(flow: ClassifyFlow) -> dict[str, str]:
+    return {"name": flow.metadata.model_name, "version": flow.metadata.model_version}
 
 
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
-@app.exception_handler(ApiError)
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    svc = _service()
-    svc.metrics.requests_rejected.labels(reason=exc.reason).inc()
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    context_of(request).flow.metrics.rejected(exc.reason)
     return error_response(exc)
 
 
-def overloaded_error(svc: VitServe) -> ApiError:
-    return ApiError(
-        "overloaded",
-        f"this worker is at its limit of {svc.admission.limit} images in flight; "
-        "retry after the Retry-After seconds",
-        retry_after_s=svc.settings.retry_after_s,
-    )
-
-
-@app.post(
+@router.post(
     "/classify",
     response_model=Classification,
     responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
@@ -112,44 +92,38 @@ def overloaded_error(svc: VitServe) -> ApiError:
     summary="Classify one image (multipart field `image`, or the raw image as the body)",
 )
 async def classify(request: Request) -> JSONResponse:
-    svc = _service()
-    (result,) = await _admit_and_classify(svc, request, field="image", many=False, max_images=1)
+    flow = context_of(request).flow
+    (result,) = await _parse_and_classify(request, field="image", many=False, max_images=1)
     if result.error is not None:
-        return error_response(result.error)  # already counted as rejected by classify_images
+        return error_response(result.error)  # already counted as rejected by the flow
     assert result.prediction is not None
-    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(svc)})
+    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(flow)})
 
 
-async def _admit_and_classify(
-    svc: VitServe, request: Request, field: str, many: bool, max_images: int
-) -> list[ItemResult]:
-    """Shed, parse, admit the request's images, classify them, release: both classify routes."""
-    # Shed before reading the body: an overloaded worker should not even buffer the upload. The slots
-    # are taken only once the body is in, so clients trickling bytes cannot hold them (slowloris).
-    # service/front_door.py answers most of these before BentoML's stack; this catches the rest.
-    if svc.admission.full():
-        raise overloaded_error(svc)
+async def _parse_and_classify(request: Request, field: str, many: bool, max_images: int) -> list[ItemResult]:
+    """Shed, parse, then hand the images to the classify flow: both classify routes."""
+    context = context_of(request)
+    flow, settings = context.flow, context.settings
+    # Shed before reading the body: an overloaded worker should not even buffer the upload. Images
+    # are admitted only once the body is in, so clients trickling bytes cannot hold places
+    # (slowloris). The front door answers most of these before the route runs; this catches the rest.
+    if flow.admission.full():
+        raise flow.overloaded()
     refuse_unknown_query(request, CLASSIFY_QUERY)
     parsed = await parse_image_request(
         request,
         field=field,
         many=many,
-        max_bytes=svc.settings.max_body_bytes,
-        body_timeout_s=svc.settings.body_timeout_s,
+        max_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         max_images=max_images,
-        default_top_k=svc.settings.default_top_k,
-        num_classes=svc.metadata.num_classes,
+        default_top_k=settings.default_top_k,
+        num_classes=flow.metadata.num_classes,
     )
-    count = len(parsed.images)
-    if not svc.admission.try_acquire(count):
-        raise overloaded_error(svc)
-    try:
-        return await svc.classify_images(parsed.images, parsed.top_k)
-    finally:
-        svc.admission.release(count)
+    return await flow.classify(parsed.images, parsed.top_k)
 
 
-@app.post(
+@router.post(
     "/classify_batch",
     response_model=BatchClassification,
     responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
@@ -157,18 +131,47 @@ async def _admit_and_classify(
     summary="Classify several images (repeated multipart field `images`); results in the order sent",
 )
 async def classify_batch(request: Request) -> JSONResponse:
-    svc = _service()
-    limit = svc.settings.max_batch_images
-    results = await _admit_and_classify(svc, request, field="images", many=True, max_images=limit)
+    context = context_of(request)
+    limit = context.settings.max_batch_images
+    results = await _parse_and_classify(request, field="images", many=True, max_images=limit)
     items = [
         _prediction_body(r.prediction) if r.prediction is not None else r.error.body()  # type: ignore[union-attr]
         for r in results
     ]
-    return JSONResponse({"results": items, "model": _model_ref(svc)})
+    return JSONResponse({"results": items, "model": _model_ref(context.flow)})
 
 
-@app.get(
+@router.get(
     "/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served"
 )
-async def model(_: Request) -> JSONResponse:
-    return JSONResponse(await _service().model_info())
+async def model(request: Request) -> JSONResponse:
+    context = context_of(request)
+    return JSONResponse(model_info(context.flow, context.settings))
+
+
+def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
+    meta = flow.metadata
+    pre = meta.preprocessing
+    return {
+        "name": meta.model_name,
+        "version": meta.model_version,
+        "labels": list(meta.labels),
+        "input_size": [pre.image_size, pre.image_size],
+        "preprocessing": {
+            "crop_pct": pre.crop_pct,
+            "interpolation": pre.interpolation,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+        },
+        "fused_attention": meta.fused_attention,
+        "max_batch_images": settings.max_batch_images,
+        **flow.model.info(),
+    }
+
+
+def install_routes(app: FastAPI, worker: Worker) -> None:
+    """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
+    app.include_router(router)
+    app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    hand_over(app, worker)

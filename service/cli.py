@@ -8,49 +8,45 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vitserve.service.settings import DEFAULT_MODEL_DIR, PREFIX, Settings
+from vitserve.service.settings import PREFIX, Settings
 
 SERVICE_PATH = "vitserve.service.app:VitServe"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="serve a model over HTTP (POST /classify)")
-    env = os.environ
-    parser.add_argument(
-        "--model-dir", type=Path, default=Path(env.get(PREFIX + "MODEL_DIR", DEFAULT_MODEL_DIR))
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP (POST /classify)",
+        description="Options override the VITSERVE_* variable of the same name (README, Settings).",
     )
-    parser.add_argument("--host", default=env.get(PREFIX + "HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env.get(PREFIX + "PORT", "3000")))
-    parser.add_argument("--precision", default=env.get(PREFIX + "PRECISION", "auto"))
-    parser.add_argument("--device", default=env.get(PREFIX + "DEVICE", "auto"))
+    parser.add_argument("--model-dir", type=Path, help="default: $VITSERVE_MODEL_DIR or the shipped model")
+    parser.add_argument("--host", help="default: $VITSERVE_HOST or 127.0.0.1")
+    parser.add_argument("--port", type=int, help="default: $VITSERVE_PORT or 3000")
+    parser.add_argument("--precision", help="default: $VITSERVE_PRECISION or auto")
+    parser.add_argument("--device", help="default: $VITSERVE_DEVICE or auto")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {
-        "MODEL_DIR": str(args.model_dir.resolve()),
+    given = {
+        "MODEL_DIR": args.model_dir and str(args.model_dir.resolve()),
         "HOST": args.host,
-        "PORT": str(args.port),
+        "PORT": args.port and str(args.port),
         "PRECISION": args.precision,
         "DEVICE": args.device,
     }
-    environ = {**os.environ, **{PREFIX + k: v for k, v in overrides.items()}}
+    environ = {**os.environ, **{PREFIX + k: v for k, v in given.items() if v is not None}}
+    # Fail here, with the variable's name, before BentoML starts; the service reads the same variables.
+    settings = Settings.from_env(environ)
+    environ[PREFIX + "MODEL_DIR"] = str(settings.model_dir.resolve())
     # BentoML keeps its Prometheus multiprocess files under BENTOML_HOME and wipes them at start-up;
     # a home per port keeps two servers on one host (or a test beside a dev server) from erasing
     # each other's metrics.
-    environ.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"vitserve-{args.port}" / "bentoml"))
-    Settings.from_env(environ)  # fail here, with the variable's name, before BentoML starts
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        SERVICE_PATH,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    default_home = Path(tempfile.gettempdir()) / f"vitserve-{settings.port}" / "bentoml"
+    environ.setdefault("BENTOML_HOME", str(default_home))
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICE_PATH]
+    command += ["--host", settings.host, "--port", str(settings.port)]
+    command += ["--timeout-keep-alive", str(settings.keep_alive_s)]
     # exec, not a child: signals (SIGTERM from Kubernetes, Ctrl-C) reach BentoML's arbiter directly.
     os.execve(sys.executable, command, environ)
     return 0  # not reached

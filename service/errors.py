@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vitserve.runtime.decode import DecodeError, ImageTooLarge, UnsupportedFormat
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vitserve.runtime.decode import DecodeError
 
 # error code -> (HTTP status, rejection reason label for vitserve_requests_rejected)
 ERROR_CODES: dict[str, tuple[int, str]] = {
@@ -48,8 +51,5 @@ class ApiError(Exception):
 
 
 def from_decode_error(exc: DecodeError) -> ApiError:
-    if isinstance(exc, ImageTooLarge):
-        return ApiError("image_too_large", str(exc))
-    if isinstance(exc, UnsupportedFormat):
-        return ApiError("unsupported_media_type", str(exc))
-    return ApiError("invalid_image", str(exc))
+    """Each DecodeError kind carries the error code it is answered with (runtime/decode.py)."""
+    return ApiError(exc.code if exc.code in ERROR_CODES else "invalid_image", str(exc))

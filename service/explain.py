@@ -3,8 +3,8 @@
 Where it runs, and why: explanations need the companion artifact model.explain.onnx (the fused
 serving graph has no attention tensor). Its session lives in the API worker, loaded on the first
 /explain, and runs in its own thread limiter (one explanation at a time per worker, ORT on
-`threads` threads, `max_waiting` more queued, then 429). The inference worker and its batches never
-see it, so /classify latency only shares CPU cycles, never a queue, with explanations; and a server
+`threads` threads, `max_waiting` more queued, then 429). The classify batcher never sees it, so
+/classify latency only shares CPU cycles, never a queue, with explanations; and a server
 that never gets an /explain never loads the second model. A separate BentoML service would isolate
 it further, at the cost of a process and its memory for a rarely used feature.
 """
@@ -20,16 +20,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
-import bentoml
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import QueryParams
 
 from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
-from vitserve.runtime.explain_session import ExplainArtifactError, ExplainSession
 from vitserve.runtime.predictions import Prediction, softmax, top_k_predictions
 from vitserve.runtime.rollout import HEAD_FUSIONS, RolloutError, rollout_map
+from vitserve.service.context import context_of
 from vitserve.service.errors import ApiError, from_decode_error
 from vitserve.service.heatmap import overlay_png
 from vitserve.service.requests import parse_image_request, refuse_unknown_query
@@ -37,7 +36,7 @@ from vitserve.service.schemas import ErrorBody
 
 if TYPE_CHECKING:
     from vitserve.runtime.artifact import ArtifactMetadata
-    from vitserve.service.app import VitServe
+    from vitserve.runtime.explain_session import ExplainSession
 
 FORMATS = ("both", "json", "png")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,7 +45,7 @@ METHOD = "attention_rollout"
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    # ORT threads for one explanation: one keeps it from competing with the inference worker's batch
+    # ORT threads for one explanation: one keeps it from competing with the classify batches
     # for every core; the digits model explains in ~5 ms on one thread, ViT-B/16 in ~1 s.
     threads: int = 1
     # Explanations queued behind the running one per API worker before new ones get 429.
@@ -135,6 +134,10 @@ class Explainer:
         self.in_flight -= 1
 
     def session(self) -> ExplainSession:
+        # Imported on first use: with several API workers the model lives in the model server, and
+        # ONNX Runtime would add ~30 MiB to every API worker that never gets an /explain.
+        from vitserve.runtime.explain_session import ExplainArtifactError, ExplainSession
+
         with self._load_lock:
             if self._session is None:
                 try:
@@ -250,10 +253,6 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _service() -> VitServe:
-    return bentoml.get_current_service()  # type: ignore[no-any-return]
-
-
 def _overloaded(why: str, retry_after_s: int) -> ApiError:
     return ApiError("overloaded", f"{why}; retry after the Retry-After seconds", retry_after_s=retry_after_s)
 
@@ -265,16 +264,16 @@ def _overloaded(why: str, retry_after_s: int) -> ApiError:
     summary="Classify one image and show where the class token looked (attention rollout)",
 )
 async def explain(request: Request) -> Response:
-    svc = _service()
-    explainer: Explainer = svc.explainer
-    settings = svc.settings
+    context = context_of(request)
+    explainer, settings, flow = context.explainer, context.settings, context.flow
+    admission, metadata = flow.admission, flow.metadata
     started = time.perf_counter()
-    if svc.admission.in_flight >= svc.admission.limit:
+    if admission.full():
         raise _overloaded(
-            f"{svc.admission.in_flight} images are in flight on this worker", settings.retry_after_s
+            f"{admission.in_flight} images are in flight on this worker", settings.retry_after_s
         )
     refuse_unknown_query(request, EXPLAIN_QUERY)
-    options = parse_explain_options(request.query_params, svc.metadata.labels)
+    options = parse_explain_options(request.query_params, metadata.labels)
     parsed = await parse_image_request(
         request,
         field="image",
@@ -283,24 +282,24 @@ async def explain(request: Request) -> Response:
         body_timeout_s=settings.body_timeout_s,
         max_images=1,
         default_top_k=settings.default_top_k,
-        num_classes=svc.metadata.num_classes,
+        num_classes=metadata.num_classes,
     )
     if not explainer.try_enter():
         raise _overloaded(
             f"{explainer.in_flight} explanations are in flight on this worker", settings.retry_after_s
         )
     try:
-        if not svc.admission.try_acquire(1):
+        if not admission.try_acquire(1):
             raise _overloaded(
-                f"{svc.admission.in_flight} images are in flight on this worker", settings.retry_after_s
+                f"{admission.in_flight} images are in flight on this worker", settings.retry_after_s
             )
         try:
-            result = await explainer.explain(parsed.images[0], svc.decode_limits, options, parsed.top_k)
+            result = await explainer.explain(parsed.images[0], flow.limits, options, parsed.top_k)
         finally:
-            svc.admission.release(1)
+            admission.release(1)
     finally:
         explainer.leave()
-    svc.metrics.images_classified.labels(label=result.prediction.label).inc()
+    flow.metrics.classified(result.prediction.label)
     explainer.seconds.observe(time.perf_counter() - started)
     if options.format == "png":
         assert result.png is not None
@@ -310,8 +309,8 @@ async def explain(request: Request) -> Response:
             "X-Vitserve-Score": f"{result.prediction.score:.6g}",
         }
         return Response(result.png, media_type="image/png", headers=headers)
-    body = explanation_body(result, options, svc.metadata.labels)
-    body["model"] = {"name": svc.metadata.model_name, "version": svc.metadata.model_version}
+    body = explanation_body(result, options, metadata.labels)
+    body["model"] = {"name": metadata.model_name, "version": metadata.model_version}
     return JSONResponse(body)
 
 

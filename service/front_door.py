@@ -1,41 +1,37 @@
-"""Shed overload at the front door: before BentoML's per-request stack, not after it.
+"""The API worker's outermost ASGI app: classify requests are shed or served here, in front of BentoML.
 
-BentoML builds the worker's ASGI app with its own middlewares outermost (metrics, OpenTelemetry,
-access log, timeout), and a service's own middlewares and mounted apps run inside them. A 429 given
-from our FastAPI routes therefore still paid for a traced span, an access-log line, BentoML's
-metrics and FastAPI's routing: 1.5-2.5 ms of CPU per rejection, against 7-10 ms for a served
-request, measured under a flood (docs/reliability.md). At 5x capacity the rejections alone took the
-worker's event loop, and the admitted requests queued behind them. Here the answer to a request the
-worker has no room for is two ASGI messages, sent before anything else looks at the request.
+BentoML builds a worker's app with its own middlewares outermost (Prometheus request metrics,
+OpenTelemetry tracing, access log, request timeout), and a service's mounted apps run inside them.
+Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md
+has the profile). So the door takes POSTs to the classify paths itself:
 
-The door also counts the classify requests it let in, until their answer goes out, except while
-their body is still arriving. Image admission (service/admission.py) counts a request only once
-its body is parsed, so under a flood a whole wave of requests got past a door that asked about
-admitted images alone, each then paying for the full stack to be refused after parsing.
+- no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread;
+- room: handed straight to the API routes (`direct`, the FastAPI app BentoML also mounts), under
+  the same request timeout, and counted into vitserve's own request metrics on the way out.
 
-What stays true: the body (`{"error": "overloaded", ...}` + Retry-After) and the
-`vitserve_requests_rejected{reason="overloaded"}` count are the routes' own. What a shed request
-no longer reaches: BentoML's access log and its `bentoml_service_request_*` metrics.
+Everything else (/explain, /model, probes, /metrics, /docs.json) goes through BentoML's app as before.
 
-bentoml (1.4.40, pinned) gives no hook outside its middleware stack, so `install` wraps
-`Service.to_asgi` for one service; the check below fails loudly if that method changes shape.
+The door also counts the classify requests it let in, until their answer goes out, except while their
+body is still arriving. Image admission (service/admission.py) counts a request only once its body is
+parsed, so under a flood a whole wave of requests got past a door that asked about admitted images
+alone, each then paying for parsing to be refused.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from vitserve.service.deadline import respond_within
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_WRAPPED = "__vitserve_front_door__"
 
 
 @dataclass(frozen=True)
@@ -47,35 +43,64 @@ class Refusal:
     headers: Mapping[str, str]
 
 
-# refuse(path, requests in progress behind the door) -> None to let the request in.
-Refuse = Callable[[str, int], Refusal | None]
+class Gatekeeper(Protocol):
+    """What the door asks of the running service."""
+
+    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
+        """None lets the request in."""
+        ...
+
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
+        """Record an answered request (metrics, access log): the door's requests never reach BentoML's."""
+        ...
 
 
 class FrontDoor:
-    """ASGI wrapper for POSTs to `paths`: a Refusal is answered on the spot, the rest are counted in."""
+    """ASGI app: POSTs to `paths` are refused or served by `direct`; everything else goes `behind`.
 
-    def __init__(self, app: ASGIApp, paths: frozenset[str], refuse: Refuse) -> None:
-        self.app = app
+    Until `open` hands it a Gatekeeper (the service instance exists), everything goes behind.
+    """
+
+    def __init__(self, direct: ASGIApp, paths: frozenset[str], timeout_s: float) -> None:
+        self.direct = direct
         self.paths = paths
-        self.refuse = refuse
+        self.timeout_s = timeout_s
+        self.behind: ASGIApp | None = None
+        self.keeper: Gatekeeper | None = None
         self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
 
+    def in_front_of(self, behind: ASGIApp) -> FrontDoor:
+        self.behind = behind
+        return self
+
+    def open(self, keeper: Gatekeeper) -> None:
+        self.keeper = keeper
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
+        keeper = self.keeper
+        assert self.behind is not None, "FrontDoor.in_front_of was never called"
+        if (
+            keeper is None
+            or scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in self.paths
+        ):
+            await self.behind(scope, receive, send)
             return
-        refusal = self.refuse(scope["path"], self.in_progress)
+        started = time.perf_counter()
+        path = scope["path"]
+        refusal = keeper.refusal(path, self.in_progress)
         if refusal is not None:
             await _answer(send, refusal)
+            keeper.request_done(scope, refusal.status, time.perf_counter() - started)
             return
-        # Counted from the door on, so that a wave of requests arriving while this one crosses
-        # BentoML's middlewares (its timeout runs the app as a new task) sees it. Once the route
-        # starts reading the body, the count waits for the whole body: a client trickling its body,
-        # or sending none, is not counted, so slow clients cannot fill the worker's places
-        # (VITSERVE_BODY_TIMEOUT_S answers them 408). A fast client's body is already buffered, so
-        # it is counted again before anything else runs on the loop.
+        # Counted from the door on. Once the route starts reading the body, the count waits for the
+        # whole body: a client trickling its body, or sending none, is not counted, so slow clients
+        # cannot fill the worker's places (VITSERVE_BODY_TIMEOUT_S answers them 408). A fast client's
+        # body is already buffered, so it is counted again before anything else runs on the loop.
         self.in_progress += 1
         counted, body_in = True, False
+        status = 500
 
         async def receive_and_count() -> Message:
             nonlocal counted, body_in
@@ -89,19 +114,22 @@ class FrontDoor:
             return message
 
         async def send_and_release(message: Message) -> None:
-            nonlocal counted
+            nonlocal counted, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             # Out of the count before the last bytes go out: a client that answers its response with
             # its next request at once must find the place free, as admission's images already are.
-            if counted and message["type"] == "http.response.body" and not message.get("more_body"):
+            elif counted and message["type"] == "http.response.body" and not message.get("more_body"):
                 counted = False
                 self.in_progress -= 1
             await send(message)
 
         try:
-            await self.app(scope, receive_and_count, send_and_release)
+            await respond_within(self.direct, scope, receive_and_count, send_and_release, self.timeout_s)
         finally:
             if counted:
                 self.in_progress -= 1
+            keeper.request_done(scope, status, time.perf_counter() - started)
 
 
 async def _answer(send: Send, refusal: Refusal) -> None:
@@ -114,22 +142,3 @@ async def _answer(send: Send, refusal: Refusal) -> None:
     # The request body is never read: uvicorn discards what arrives of it and keeps the connection.
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def install(service: Any, paths: frozenset[str], refuse: Refuse) -> None:
-    """Serve `service` (a bentoml Service) behind a FrontDoor; other services are left alone."""
-    cls = type(service)
-    original = getattr(cls.to_asgi, _WRAPPED, cls.to_asgi)
-    if not callable(original) or "is_main" not in inspect.signature(original).parameters:
-        raise RuntimeError("bentoml's Service.to_asgi changed shape; re-check service/front_door.py")
-    doors: dict[int, tuple[frozenset[str], Refuse]] = getattr(cls.to_asgi, "doors", {})
-    doors[id(service)] = (paths, refuse)
-
-    def to_asgi(self: Any, is_main: bool = True) -> ASGIApp:
-        app = original(self, is_main)
-        door = doors.get(id(self))
-        return app if door is None else FrontDoor(app, *door)
-
-    setattr(to_asgi, _WRAPPED, original)
-    to_asgi.doors = doors  # type: ignore[attr-defined]
-    cls.to_asgi = to_asgi

@@ -7,7 +7,8 @@ starts, and a client imported earlier would count into a registry that /metrics 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 # Seconds: decoding ranges from ~0.1 ms (a 28x28 PNG) to ~1 s (a 40 MP TIFF).
@@ -37,6 +38,10 @@ class ServiceMetrics:
     model_info: Any
     inference_retries: Any
     inference_worker_starts: Any
+    requests: Any
+    request_seconds: Any
+    # Child series by label value, looked up once: `labels()` hashes its arguments on every call.
+    _children: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def create(cls) -> ServiceMetrics:
@@ -50,7 +55,7 @@ class ServiceMetrics:
             ),
             queue_wait_seconds=prom.Histogram(
                 "vitserve_queue_wait_seconds",
-                "Time an image waited between leaving the API worker and its batch starting.",
+                "Time an image waited between joining the batch queue and its batch starting.",
                 buckets=TIME_BUCKETS,
             ),
             inference_seconds=prom.Histogram(
@@ -82,6 +87,19 @@ class ServiceMetrics:
             inference_worker_starts=prom.Counter(
                 "vitserve_inference_worker_starts", "Inference worker processes started, first and restarted."
             ),
+            # The front door answers /classify and /classify_batch in front of BentoML's middlewares
+            # (service/front_door.py), so BentoML's bentoml_service_request_* never see them: these do.
+            requests=prom.Counter(
+                "vitserve_requests",
+                "Classify requests answered, by route and status code.",
+                ["route", "code"],
+            ),
+            request_seconds=prom.Histogram(
+                "vitserve_request_seconds",
+                "Time from a classify request reaching the front door to its last response byte.",
+                ["route"],
+                buckets=TIME_BUCKETS,
+            ),
             model_info=prom.Gauge(
                 "vitserve_model_info",
                 "The model being served; the value is always 1.",
@@ -93,3 +111,37 @@ class ServiceMetrics:
         for reason in REJECT_REASONS:
             metrics.requests_rejected.labels(reason=reason)
         return metrics
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (str(id(metric)), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def record_model(self, model: Any) -> None:
+        """vitserve_model_info for a loaded model (service/model.py's LocalModel)."""
+        meta = model.metadata
+        self.model_info.labels(
+            name=meta.model_name,
+            version=meta.model_version,
+            provider=model.info()["providers"][0],
+            precision=meta.precision,
+        ).set(1)
+
+    def classified(self, label: str) -> None:
+        self._child(self.images_classified, label).inc()
+
+    def rejected(self, reason: str) -> None:
+        self._child(self.requests_rejected, reason).inc()
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
+
+    def batch_done(self, size: int, run_s: float, queue_waits_s: Sequence[float]) -> None:
+        """runtime.batcher's observer: one batch of `size` images ran for run_s."""
+        self.inference_seconds.observe(run_s)
+        self.batch_size.observe(size)
+        for wait in queue_waits_s:
+            self.queue_wait_seconds.observe(wait)

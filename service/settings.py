@@ -6,12 +6,13 @@ Bad settings fail at start-up with a message naming the variable, never at the f
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import vitserve.models
-from vitserve.runtime.session import ARTIFACT_FILES, cpu_budget
+from vitserve.runtime.artifact import PRECISIONS
 
 PREFIX = "VITSERVE_"
 DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
@@ -28,15 +29,16 @@ class Settings:
     device: str = "auto"  # auto | cuda | cpu
     host: str = "127.0.0.1"
     port: int = 3000
-    # Largest batch the inference worker forms. On the CPU a batch of 32 digits takes a few ms and a
-    # batch of 32 ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
+    # Largest batch the batcher forms. On the CPU a batch of 32 digits takes a few ms and a batch of 32
+    # ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
     max_batch_size: int = 32
-    # BentoML's max_latency_ms is a deadline, not a batching window: requests still queued after it
-    # are cancelled with 503. It must exceed the slowest full batch, else healthy load gets 503s.
+    # A deadline, not a batching window: images still queued after it get 503 deadline_exceeded. It
+    # must exceed the slowest full batch, else healthy load gets 503s.
     max_latency_ms: int = 10_000
-    # Longest a request is held on purpose to let its batch grow (see service/batching.py). A batch of
-    # 32 digits takes a few ms on 2 CPU cores; waiting longer than one batch time buys nothing.
-    batch_wait_ms: int = 5
+    # How long an image that finds the model idle may wait for company before its batch runs. 0 (the
+    # default): it runs at once; images arriving while a batch runs ride in the next one anyway
+    # (runtime/batcher.py), which fills batches under load with no added latency.
+    batch_wait_ms: int = 0
     # Images admitted per API worker before new requests are shed with 429 + Retry-After.
     max_in_flight: int = 128
     max_body_bytes: int = 20 * 1024 * 1024
@@ -47,18 +49,28 @@ class Settings:
     api_workers: int = 1  # processes that parse and decode requests
     decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
+    # 1 lets ORT's intra-op threads spin-wait for work instead of sleeping: a faster batch of one on
+    # an otherwise idle machine, but cores burnt that decoding and HTTP parsing need (docs/benchmarks.md).
+    ort_spin_wait: int = 0
+    # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
+    # vitserve_requests_total / vitserve_request_seconds metrics.
+    access_log: int = 1
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.
     # 20 MiB at 1 MB/s fits; keep it below request_timeout_s.
     body_timeout_s: int = 30
+    # An idle keep-alive connection is closed after this. Keep it above the idle timeout of whatever
+    # proxies to the service (AWS ALB: 60 s): when the server closes first, a request the proxy sends
+    # on a connection the server is just closing fails (uvicorn's default is 5 s).
+    keep_alive_s: int = 75
     # After SIGTERM an API worker fails readiness but keeps serving this long before it stops
     # accepting. 0 suits Kubernetes, whose preStop sleep (deploy/k8s) already covers endpoint removal;
     # behind a load balancer that only polls /readyz, set it above the probe period x failure threshold.
     shutdown_delay_s: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", *ARTIFACT_FILES):
+        if self.precision not in ("auto", *PRECISIONS):
             raise SettingsError(f"{PREFIX}PRECISION must be auto, fp32, fp16 or int8, not {self.precision!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"{PREFIX}DEVICE must be auto, cuda or cpu, not {self.device!r}")
@@ -77,9 +89,13 @@ class Settings:
             "decode_threads",
             "request_timeout_s",
             "body_timeout_s",
+            "keep_alive_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
+        for name in ("ort_spin_wait", "access_log"):
+            if getattr(self, name) not in (0, 1):
+                raise SettingsError(f"{PREFIX}{name.upper()} must be 0 or 1, got {getattr(self, name)}")
         for name in ("retry_after_s", "intra_op_threads", "batch_wait_ms", "shutdown_delay_s"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
@@ -92,8 +108,9 @@ class Settings:
             raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
 
     @property
-    def ort_threads(self) -> int:
-        return self.intra_op_threads or cpu_budget()
+    def model_socket(self) -> Path:
+        """Where the model server listens when there are several API workers (one per port)."""
+        return Path(tempfile.gettempdir()) / f"vitserve-{self.port}" / "model.sock"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

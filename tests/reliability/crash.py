@@ -1,4 +1,6 @@
-"""Kill the inference worker while the client SDK scores a folder, and check what came out.
+"""Kill the worker that holds the model while the client SDK scores a folder, and check what came out.
+
+With one API worker (the default) that is the API worker itself: the model runs in it.
 
 The folder holds copies of the shipped samples under distinct names; the results file must list every
 one exactly once, each with a prediction, however many requests failed while the worker was down.
@@ -33,10 +35,10 @@ class CrashReport:
     unique_rows: int
     error_rows: int
     killed_pid: int
+    rows_at_kill: int  # results written when the worker was killed: the rest came after it
     replacement_pid: int | None
     replaced_after_s: float | None
     worker_starts: float  # vitserve_inference_worker_starts_total: 2 = the first worker and its replacement
-    inference_retries: float  # vitserve_inference_retries_total: calls the dead worker dropped, sent again
     unavailable_rejections: float  # vitserve_requests_rejected_total{reason="unavailable"}: 503s
     elapsed_s: float
 
@@ -56,26 +58,42 @@ def make_folder(root: Path, copies: int) -> list[Path]:
     return files
 
 
-def kill_inference_while_scoring(
-    server: ServerProcess, folder: Path, out: Path, copies: int, kill_after_requests: int, retries: int = 120
+def kill_model_worker_while_scoring(
+    server: ServerProcess,
+    service_name: str,
+    folder: Path,
+    out: Path,
+    copies: int,
+    kill_after_requests: int,
+    retries: int = 120,
 ) -> CrashReport:
-    """The kill lands mid-run on any machine: the client scores through a gate that answers
+    """SIGKILL the one worker of BentoML service `service_name` (the one holding the model) mid-run.
+
+    The kill lands mid-run on any machine: the client scores through a gate that answers
     `kill_after_requests` requests, then holds the rest until the worker is dead."""
     assert server.proc is not None
     root = server.proc.pid
     files = make_folder(folder, copies)
-    (victim,) = worker_pids(root, "vitserve-inference")
+    (victim,) = worker_pids(root, service_name)
     replacement: list[tuple[int, float]] = []
+    rows_at_kill: list[int] = []
+
+    def written() -> int:
+        try:
+            return out.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
 
     with GatedProxy(server.url) as proxy:
 
         def kill_then_watch() -> None:
             proxy.gate.wait_until_waiting()
             os.kill(victim, signal.SIGKILL)
+            rows_at_kill.append(written())
             killed_at = time.monotonic()
             proxy.gate.open()  # what was held now meets the dead worker
             while time.monotonic() - killed_at < 120:
-                fresh = [pid for pid in worker_pids(root, "vitserve-inference") if pid != victim]
+                fresh = [pid for pid in worker_pids(root, service_name) if pid != victim]
                 if fresh:
                     replacement.append((fresh[0], time.monotonic() - killed_at))
                     return
@@ -85,8 +103,8 @@ def kill_inference_while_scoring(
         watcher = threading.Thread(target=kill_then_watch, daemon=True)
         watcher.start()
         started = time.monotonic()
-        # Retry-After is 1 s and a fresh inference worker needs its warm-up, slow on a busy machine: allow
-        # retries to span minutes.
+        # Retry-After is 1 s and a fresh worker needs its model loaded and warmed up, slow on a busy
+        # machine: allow retries to span minutes. Meanwhile the arbiter keeps the listening socket.
         with Client(proxy.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
             summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
     elapsed = time.monotonic() - started
@@ -105,10 +123,10 @@ def kill_inference_while_scoring(
         unique_rows=len(set(paths)),
         error_rows=sum(1 for row in rows if row.get("error")),
         killed_pid=victim,
+        rows_at_kill=rows_at_kill[0] if rows_at_kill else -1,
         replacement_pid=replacement[0][0] if replacement else None,
         replaced_after_s=round(replacement[0][1], 2) if replacement else None,
         worker_starts=metric(server.url, "vitserve_inference_worker_starts_total"),
-        inference_retries=metric(server.url, "vitserve_inference_retries_total"),
         unavailable_rejections=metric(server.url, 'vitserve_requests_rejected_total{reason="unavailable"}'),
         elapsed_s=round(elapsed, 1),
     )

@@ -1,12 +1,14 @@
-"""The front door answers refused requests itself and passes everything else through untouched.
+"""The front door refuses or serves classify requests itself and passes everything else behind it.
 
 The real server's behaviour (sheds never reach BentoML's request metrics) is tested in
-test_overload_and_openapi.py; here the ASGI wrapper is driven directly around a Starlette app.
+test_overload_and_openapi.py; here the ASGI app is driven directly, between two Starlette apps:
+`direct` (the API routes) and `behind` (BentoML's stack).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 from starlette.applications import Starlette
@@ -14,18 +16,50 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vitserve.service.front_door import FrontDoor, Refusal
+from vitserve.service.front_door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(429, {"error": "overloaded", "message": "no room"}, {"Retry-After": "3"})
+GUARDED = frozenset({"/classify"})
+
+
+class Keeper:
+    """A Gatekeeper that refuses when `refuse(path, in_progress)` says so and keeps what it is told."""
+
+    def __init__(self, refuse: Callable[[str, int], Refusal | None] = lambda path, n: None) -> None:
+        self.refuse = refuse
+        self.done: list[tuple[str, int]] = []
+
+    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
+        return self.refuse(path, requests_in_progress)
+
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.done.append((scope["path"], status))
+
+
+def door_around(
+    direct: object, keeper: Keeper | None, behind: object = None, timeout_s: float = 60
+) -> FrontDoor:
+    door = FrontDoor(direct, GUARDED, timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
+    if keeper is not None:
+        door.open(keeper)
+    return door
 
 
 def make_app(refuse_when: set[str], seen: list[str]) -> FrontDoor:
-    async def endpoint(request: Request) -> JSONResponse:
-        seen.append(f"{request.method} {request.url.path}")
-        return JSONResponse({"served": True})
+    def endpoint(name: str):  # type: ignore[no-untyped-def]
+        async def answer(request: Request) -> JSONResponse:
+            seen.append(f"{name} {request.method} {request.url.path}")
+            return JSONResponse({"served": name})
 
-    inner = Starlette(routes=[Route(p, endpoint, methods=["GET", "POST"]) for p in ("/classify", "/other")])
-    return FrontDoor(inner, frozenset({"/classify"}), lambda path, _: FULL if path in refuse_when else None)
+        return answer
+
+    def app(name: str) -> Starlette:
+        paths = ("/classify", "/other")
+        return Starlette(routes=[Route(p, endpoint(name), methods=["GET", "POST"]) for p in paths])
+
+    keeper = Keeper(lambda path, _: FULL if path in refuse_when else None)
+    return door_around(app("direct"), keeper, behind=app("behind"))
 
 
 def call(app: FrontDoor, method: str, path: str) -> httpx.Response:
@@ -37,28 +71,50 @@ def call(app: FrontDoor, method: str, path: str) -> httpx.Response:
     return asyncio.run(go())
 
 
-def test_a_refused_post_is_answered_without_reaching_the_app() -> None:
+def test_a_refused_post_is_answered_without_reaching_either_app() -> None:
     seen: list[str] = []
-    response = call(make_app({"/classify"}, seen), "POST", "/classify")
+    door = make_app({"/classify"}, seen)
+    response = call(door, "POST", "/classify")
     assert response.status_code == 429
     assert response.json() == {"error": "overloaded", "message": "no room"}
     assert response.headers["retry-after"] == "3"
     assert response.headers["content-type"] == "application/json"
     assert seen == []
+    assert door.keeper.done == [("/classify", 429)]  # type: ignore[union-attr]
 
 
-def test_everything_else_passes_through() -> None:
+def test_everything_else_goes_behind() -> None:
     seen: list[str] = []
     app = make_app({"/classify"}, seen)
-    assert call(app, "GET", "/classify").json() == {"served": True}  # only POSTs are refused
-    assert call(app, "POST", "/other").json() == {"served": True}  # not a guarded path
-    assert seen == ["GET /classify", "POST /other"]
+    assert call(app, "GET", "/classify").json() == {"served": "behind"}  # only POSTs are guarded
+    assert call(app, "POST", "/other").json() == {"served": "behind"}  # not a guarded path
+    assert seen == ["behind GET /classify", "behind POST /other"]
+    assert app.keeper.done == []  # type: ignore[union-attr]
 
 
-def test_room_means_served() -> None:
+def test_room_means_served_directly_and_recorded() -> None:
     seen: list[str] = []
-    assert call(make_app(set(), seen), "POST", "/classify").status_code == 200
-    assert seen == ["POST /classify"]
+    door = make_app(set(), seen)
+    assert call(door, "POST", "/classify").status_code == 200
+    assert seen == ["direct POST /classify"]
+    assert door.keeper.done == [("/classify", 200)]  # type: ignore[union-attr]
+
+
+def test_before_the_service_exists_everything_goes_behind() -> None:
+    seen: list[str] = []
+    door = make_app({"/classify"}, seen)
+    door.keeper = None  # as between BentoML building the app and the service instance opening the door
+    assert call(door, "POST", "/classify").json() == {"served": "behind"}
+
+
+def test_a_direct_request_that_answers_nothing_in_time_gets_504() -> None:
+    async def stuck(scope: object, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await asyncio.sleep(10)
+
+    keeper = Keeper()
+    response = call(door_around(stuck, keeper, timeout_s=0.05), "POST", "/classify")
+    assert response.status_code == 504
+    assert keeper.done == [("/classify", 504)]
 
 
 def test_requests_let_in_are_counted_until_they_finish() -> None:
@@ -77,7 +133,7 @@ def test_requests_let_in_are_counted_until_they_finish() -> None:
         counts.append(in_progress)
         return FULL if in_progress >= 2 else None
 
-    door = FrontDoor(slow, frozenset({"/classify"}), refuse)
+    door = door_around(slow, Keeper(refuse))
 
     async def go() -> list[int]:
         transport = httpx.ASGITransport(app=door)
@@ -98,7 +154,7 @@ def test_requests_let_in_are_counted_until_they_finish() -> None:
 
 def test_a_request_leaves_the_count_before_its_last_bytes_are_sent() -> None:
     # A client that answers each response with its next request at once must find its place free.
-    door = FrontDoor(ok_app, frozenset({"/classify"}), lambda path, _: None)  # type: ignore[arg-type]
+    door = door_around(ok_app, Keeper())
     seen_by_server: list[tuple[str, int]] = []
 
     async def receive() -> dict:
@@ -132,7 +188,7 @@ def test_a_body_still_arriving_is_not_counted() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    door = FrontDoor(reads_in_parts, frozenset({"/classify"}), lambda path, _: None)  # type: ignore[arg-type]
+    door = door_around(reads_in_parts, Keeper())
     parts = iter([b"a", b"b", b"c"])
 
     async def receive() -> dict:
@@ -166,7 +222,7 @@ def test_a_request_counts_from_the_door_until_it_waits_for_its_body() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    door = FrontDoor(app, frozenset({"/classify"}), lambda path, _: None)  # type: ignore[arg-type]
+    door = door_around(app, Keeper())
 
     async def send(message: dict) -> None:
         pass

@@ -1,0 +1,165 @@
+"""The servers `vitserve bench serve` and `vitserve bench peers` start, and how each is sent the image.
+
+Every server loads the same artifact with runtime/session.py's OnnxClassifier (same ORT options and
+thread budget), decodes with runtime/decode.py and answers the top 5 classes; the peers batch the
+way their own documentation shows (max batch 32, a ~5 ms window where the batcher takes one):
+
+  vitserve  `vitserve serve`, as shipped (greedy batching, no window)
+  naive     bench/naive_server.py: FastAPI + ORT, one image per request, no batching
+  bentoml   bench/peer_bentoml.py: one BentoML service, gallery style (a batchable API)
+  litserve  bench/peer_litserve.py: a LitAPI with LitServer's batching
+  pytriton  bench/peer_pytriton.py: Triton's dynamic batcher around a Python infer function; the image
+            goes as a BYTES tensor in Triton's binary HTTP protocol (a multipart form is not its API)
+  ray       bench/peer_ray.py: a Ray Serve deployment with @serve.batch
+
+The peers need `pip install 'vitserve[peers]'`; one that is missing is reported, not skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vitserve.bench.serve import BenchConfig, ServerSpec
+from vitserve.bench.wrk import Upload
+
+PEER_MODULES = {  # peer -> the module it needs
+    "bentoml": "bentoml",
+    "litserve": "litserve",
+    "pytriton": "pytriton",
+    "ray": "ray.serve",
+}
+
+
+def multipart(data: bytes, media_type: str) -> Upload:
+    suffix = media_type.split("/")[-1]
+    return Upload.multipart("image", f"image.{suffix}", data, media_type)
+
+
+def triton_binary(data: bytes, media_type: str) -> Upload:
+    """KServe v2 inference request with the binary-data extension: JSON header, then the raw tensor."""
+    tensor = struct.pack("<I", len(data)) + data  # a BYTES element is length-prefixed
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ],
+            "outputs": [{"name": "top_k", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    return Upload(
+        header + tensor,
+        "application/octet-stream",
+        extra_headers=(("Inference-Header-Content-Length", str(len(header))),),
+    )
+
+
+def _common_args(model_dir: Path, port: int, config: BenchConfig) -> list[str]:
+    return [
+        *("--model-dir", str(model_dir), "--port", str(port), "--threads", str(config.threads)),
+        *("--precision", config.precision, "--max-batch-size", str(config.max_batch_size)),
+        *("--batch-wait-ms", str(config.batch_wait_ms)),
+    ]
+
+
+def _vitserve_env(model_dir: Path, port: int, config: BenchConfig) -> dict[str, str]:
+    return {
+        "VITSERVE_INTRA_OP_THREADS": str(config.threads),
+        "VITSERVE_MAX_BATCH_SIZE": str(config.max_batch_size),
+        "VITSERVE_PRECISION": config.precision,
+        "VITSERVE_DEVICE": "cpu",
+    }
+
+
+VITSERVE = ServerSpec(
+    name="vitserve",
+    command=lambda model_dir, port, config: [
+        *(sys.executable, "-m", "vitserve", "serve", "--model-dir", str(model_dir), "--port", str(port))
+    ],
+    env=_vitserve_env,
+    ready_path="/readyz",
+    classify_path="/classify",
+    upload=multipart,
+)
+
+
+def vitserve_variant(spec: str) -> ServerSpec:
+    """`LABEL:VAR=VALUE,VAR=VALUE` -> vitserve with those VITSERVE_* settings, named vitserve[LABEL]."""
+    label, _, assignments = spec.partition(":")
+    extra = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+    if not label or not extra or not all(k.startswith("VITSERVE_") for k in extra):
+        raise ValueError(f"expected LABEL:VITSERVE_X=1[,VITSERVE_Y=2], got {spec!r}")
+    return ServerSpec(
+        name=f"vitserve[{label}]",
+        command=VITSERVE.command,
+        env=lambda model_dir, port, config: {**_vitserve_env(model_dir, port, config), **extra},
+        ready_path=VITSERVE.ready_path,
+        classify_path=VITSERVE.classify_path,
+        upload=VITSERVE.upload,
+    )
+
+
+NAIVE = ServerSpec(
+    name="naive",
+    command=lambda model_dir, port, config: [
+        *(sys.executable, "-m", "vitserve.bench.naive_server", "--model-dir", str(model_dir)),
+        *("--port", str(port), "--threads", str(config.threads), "--precision", config.precision),
+    ],
+    ready_path="/readyz",
+    classify_path="/classify",
+    upload=multipart,
+)
+
+
+def _peer(
+    name: str, ready_path: str, classify_path: str, upload: Callable[[bytes, str], Upload]
+) -> ServerSpec:
+    """A peer started as `python -m vitserve.bench.peer_NAME` with the benchmark's arguments."""
+    module = f"vitserve.bench.peer_{name}"
+    return ServerSpec(
+        name=name,
+        command=lambda model_dir, port, config: [
+            sys.executable,
+            "-m",
+            module,
+            *_common_args(model_dir, port, config),
+        ],
+        ready_path=ready_path,
+        classify_path=classify_path,
+        upload=upload,
+    )
+
+
+PEERS = {
+    "bentoml": _peer("bentoml", "/readyz", "/classify", multipart),
+    "litserve": _peer("litserve", "/health", "/predict", multipart),
+    "pytriton": _peer(
+        "pytriton", "/v2/models/classifier/ready", "/v2/models/classifier/infer", triton_binary
+    ),
+    "ray": _peer("ray", "/classify", "/classify", multipart),  # GET /classify: the replica is up
+}
+
+
+def available(names: list[str]) -> tuple[list[ServerSpec], dict[str, str]]:
+    """The peers that can run here, and why each other one cannot."""
+    specs, missing = [], {}
+    for name in names:
+        module = PEER_MODULES[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            specs.append(PEERS[name])
+        else:
+            missing[name] = f"not installed ({module} is missing: pip install 'vitserve[peers]')"
+    return specs, missing

@@ -1,0 +1,154 @@
+"""The classify flow, in the order an image takes it: admit → decode → batch → predictions.
+
+`ClassifyFlow` owns every step between a parsed request (image bytes, top_k) and its results, and
+nothing about HTTP or BentoML: the routes (service/api.py) and the front door (service/front_door.py)
+are handed one at start-up, and a test can drive it with a real model and no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from vitserve.runtime.artifact import ArtifactMetadata
+from vitserve.runtime.batcher import BatcherClosed, DeadlineExceeded
+from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
+from vitserve.runtime.predictions import Prediction, top_k_predictions
+from vitserve.service.admission import Admission
+from vitserve.service.errors import ApiError, from_decode_error
+from vitserve.service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    """What the flow needs of a model: service/model.py's LocalModel is one."""
+
+    metadata: ArtifactMetadata
+
+    async def infer(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits, batched with other callers' images."""
+        ...
+
+    def info(self) -> dict[str, object]:
+        """What the session really runs on (artifact, precision, providers, threads), for GET /model."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome for one image of a request: a prediction or the error that image got."""
+
+    prediction: Prediction | None = None
+    error: ApiError | None = None
+
+
+class ClassifyFlow:
+    """Image bytes of one request -> one ItemResult per image; sheds with 429 when the worker is full."""
+
+    def __init__(
+        self,
+        model: Model,
+        admission: Admission,
+        metrics: ServiceMetrics,
+        limits: DecodeLimits,
+        decode_threads: int,
+        retry_after_s: int,
+    ) -> None:
+        self.model = model
+        self.metadata: ArtifactMetadata = model.metadata
+        self.admission = admission
+        self.metrics = metrics
+        self.limits = limits
+        self.retry_after_s = retry_after_s
+        # Pillow releases the GIL while it decodes, so decoding in threads overlaps with the event
+        # loop and with the model's thread.
+        self._decoder = ThreadPoolExecutor(decode_threads, thread_name_prefix="vitserve-decode")
+
+    def overloaded(self) -> ApiError:
+        return ApiError(
+            "overloaded",
+            f"this worker is at its limit of {self.admission.limit} images in flight; "
+            "retry after the Retry-After seconds",
+            retry_after_s=self.retry_after_s,
+        )
+
+    def refusal(self, requests_in_progress: int) -> ApiError | None:
+        """The front door's question, asked before a classify request's body is read.
+
+        Every request carries at least one image, so requests in progress count against the image
+        limit too; admission then still bounds the images of the ones let in.
+        """
+        if requests_in_progress < self.admission.limit and not self.admission.full():
+            return None
+        return self.overloaded()
+
+    async def classify(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
+        """Admit the request's images, decode them in threads, infer the good ones in one call."""
+        count = len(images)
+        if not self.admission.try_acquire(count):
+            raise self.overloaded()
+        try:
+            return await self._classify(images, top_k)
+        finally:
+            self.admission.release(count)
+
+    async def _classify(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
+        loop = asyncio.get_running_loop()
+        if len(images) == 1:
+            decoded = [await loop.run_in_executor(self._decoder, self._decode, images[0])]
+        else:
+            decoded = await asyncio.gather(
+                *(loop.run_in_executor(self._decoder, self._decode, data) for data in images)
+            )
+        results = [ItemResult(error=d) if isinstance(d, ApiError) else ItemResult() for d in decoded]
+        good = [(i, d) for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        if good:
+            pixels = good[0][1][None] if len(good) == 1 else np.stack([d for _, d in good])
+            logits = await self._infer(pixels)
+            predictions = top_k_predictions(logits, self.metadata.labels, top_k)
+            for (i, _), prediction in zip(good, predictions, strict=True):
+                results[i] = ItemResult(prediction=prediction)
+                self.metrics.classified(prediction.label)
+        for result in results:
+            if result.error is not None:
+                self.metrics.rejected(result.error.reason)
+        return results
+
+    def _decode(self, data: bytes) -> np.ndarray | ApiError:
+        started = time.perf_counter()
+        try:
+            return decode_image(data, self.metadata.preprocessing, self.limits)
+        except DecodeError as exc:
+            return from_decode_error(exc)
+        finally:
+            self.metrics.decode_seconds.observe(time.perf_counter() - started)
+
+    async def _infer(self, pixels: np.ndarray) -> np.ndarray:
+        try:
+            return await self.model.infer(pixels)
+        except DeadlineExceeded as exc:
+            raise ApiError(
+                "deadline_exceeded",
+                f"the batch queue did not reach this request in time ({exc}); retry later",
+                retry_after_s=self.retry_after_s,
+            ) from exc
+        except (BatcherClosed, ConnectionError) as exc:  # shutting down; the model server restarting
+            raise ApiError("unavailable", f"{exc}; retry later", retry_after_s=self.retry_after_s) from exc
+        except Exception as exc:  # the model itself failed: the client can only retry
+            log.exception("inference failed")
+            raise ApiError(
+                "unavailable", f"inference failed ({type(exc).__name__}); retry later", self.retry_after_s
+            ) from exc
+
+    def close(self) -> None:
+        self.model.close()
+        self._decoder.shutdown(wait=False)

@@ -1,0 +1,65 @@
+"""The model behind the classify flow: the ONNX Runtime session in this process, behind the batcher.
+
+`LocalModel` runs the ONNX Runtime session inside the API worker, behind the greedy batcher
+(runtime/batcher.py): the images of concurrent requests meet in one batch with no process hop, no
+second HTTP stack and no serialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from vitserve.runtime.batcher import Batcher, BatchObserver, warm_up_sizes
+from vitserve.runtime.session import OnnxClassifier, SessionOptions
+from vitserve.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LocalModel:
+    """One ORT session in this process, loaded and warmed up at every batch size before it serves.
+
+    It is what service/classify.py calls a Model.
+    """
+
+    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.classifier = OnnxClassifier(
+            settings.model_dir,
+            SessionOptions(
+                precision=settings.precision,
+                device=settings.device,
+                intra_op_threads=settings.intra_op_threads,
+                spin_wait=bool(settings.ort_spin_wait),
+            ),
+        )
+        self.metadata = self.classifier.metadata
+        self.batcher = Batcher(
+            self.classifier.predict_batch,
+            max_batch_size=settings.max_batch_size,
+            deadline_s=settings.max_latency_ms / 1000,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            observer=observer,
+        )
+        started = time.perf_counter()
+        self.batcher.warm_up(warm_up_sizes(settings.max_batch_size), self.classifier.input_shape)
+        log.info("warm-up took %.2f s", time.perf_counter() - started)
+
+    async def infer(self, pixels: np.ndarray) -> np.ndarray:
+        return await self.batcher.infer(pixels)
+
+    def info(self) -> dict[str, object]:
+        return {
+            "artifact": self.classifier.path.name,
+            "precision": self.metadata.precision,
+            "providers": list(self.classifier.providers),
+            "intra_op_threads": self.classifier.intra_op_threads,
+            "max_batch_size": self.settings.max_batch_size,
+            "max_latency_ms": self.settings.max_latency_ms,
+        }
+
+    def close(self) -> None:
+        self.batcher.close()

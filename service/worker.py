@@ -1,0 +1,97 @@
+"""One API worker's objects, built at its start-up: the model, the classify flow, the explainer, and
+the answers the front door asks for.
+
+service/app.py imports this inside the worker only: BentoML's arbiter imports app.py to read the
+service's configuration, and everything here (numpy, Pillow, ONNX Runtime) would only swell a
+process that never serves a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from vitserve.runtime.decode import DecodeLimits
+from vitserve.service.admission import Admission
+from vitserve.service.classify import ClassifyFlow, Model
+from vitserve.service.explain import Explainer
+from vitserve.service.front_door import Refusal, Scope
+from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.settings import Settings
+
+access_log = logging.getLogger("vitserve.access")
+
+
+class Gatekeeper:
+    """The front door's questions, answered by the classify flow; and what BentoML's stack would record.
+
+    The access log keeps BentoML's line format (`(status=429)`), so that a log search written for
+    BentoML's lines still finds the classify requests.
+    """
+
+    def __init__(self, flow: ClassifyFlow, log_access: bool) -> None:
+        self.flow = flow
+        self.log_access = log_access
+
+    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
+        error = self.flow.refusal(requests_in_progress)
+        if error is None:
+            return None
+        self.flow.metrics.rejected(error.reason)
+        return Refusal(error.status, error.body(), error.headers())
+
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
+        self.flow.metrics.request_done(scope["path"], status, seconds)
+        if self.log_access and access_log.isEnabledFor(logging.INFO):
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                "%s:%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
+                *client,
+                scope.get("scheme", "http"),
+                scope["method"],
+                scope["path"],
+                status,
+                1000 * seconds,
+            )
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What the routes (service/context.py) and the front door are handed."""
+
+    settings: Settings
+    flow: ClassifyFlow
+    explainer: Explainer
+    gatekeeper: Gatekeeper
+
+
+def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
+    """In this process, or (several API workers) the model server's, reached over its socket."""
+    if settings.api_workers > 1:
+        from vitserve.service.model_channel import RemoteModel, read_hello
+
+        # The hello frame carries the artifact's metadata and what the session runs on; the model
+        # server may still be loading it.
+        hello = read_hello(settings.model_socket, deadline_s=5 * settings.request_timeout_s)
+        return RemoteModel(settings.model_socket, hello, attempts=3, on_retry=metrics.inference_retries.inc)
+    from vitserve.service.model import LocalModel
+
+    model = LocalModel(settings, observer=metrics)  # loads and warms up the session: seconds
+    metrics.inference_worker_starts.inc()
+    metrics.record_model(model)
+    return model
+
+
+def build_worker(settings: Settings) -> Worker:
+    metrics = ServiceMetrics.create()
+    model = load_model(settings, metrics)
+    flow = ClassifyFlow(
+        model,
+        Admission(settings.max_in_flight, metrics.in_flight_images),
+        metrics,
+        DecodeLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_pixels),
+        decode_threads=settings.decode_threads,
+        retry_after_s=settings.retry_after_s,
+    )
+    explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
+    return Worker(settings, flow, explainer, Gatekeeper(flow, log_access=bool(settings.access_log)))

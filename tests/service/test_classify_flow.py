@@ -1,0 +1,143 @@
+"""The classify flow without BentoML or HTTP: real images, the real session behind the real batcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from tests.conftest import DEFAULT_MODEL_DIR, SAMPLES_DIR
+from vitserve.runtime.decode import DecodeLimits, decode_image
+from vitserve.runtime.predictions import top_k_predictions
+from vitserve.service.admission import Admission
+from vitserve.service.classify import ClassifyFlow
+from vitserve.service.errors import ApiError
+from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.model import LocalModel
+from vitserve.service.settings import Settings
+
+# FP32: an image's scores do not depend on its batch-mates, so answers compare exactly to one-by-one runs.
+SETTINGS = Settings(model_dir=DEFAULT_MODEL_DIR, precision="fp32", device="cpu", intra_op_threads=1)
+
+
+class Gauge:
+    """Admission's in-flight gauge, kept as a plain number to read back."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+    def dec(self, n: int = 1) -> None:
+        self.value -= n
+
+
+@pytest.fixture(scope="module")
+def metrics() -> ServiceMetrics:
+    return ServiceMetrics.create()  # once: prometheus_client refuses a second registration
+
+
+@pytest.fixture(scope="module")
+def model(metrics: ServiceMetrics) -> Iterator[LocalModel]:
+    model = LocalModel(SETTINGS, observer=metrics)
+    yield model
+    model.close()
+
+
+def flow_with(model: LocalModel, metrics: ServiceMetrics, limit: int = 128) -> tuple[ClassifyFlow, Gauge]:
+    gauge = Gauge()
+    flow = ClassifyFlow(
+        model, Admission(limit, gauge), metrics, DecodeLimits(), decode_threads=2, retry_after_s=3
+    )
+    return flow, gauge
+
+
+def samples() -> list[bytes]:
+    return [p.read_bytes() for p in sorted(SAMPLES_DIR.glob("*.png"))[:3]]
+
+
+def test_a_request_gets_one_result_per_image_in_order_bad_ones_isolated(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, gauge = flow_with(model, metrics)
+    good = samples()
+    images = (good[0], b"not an image", good[1], good[2])
+    results = asyncio.run(flow.classify(images, top_k=3))
+    assert [r.error.code if r.error else None for r in results] == [
+        None,
+        "unsupported_media_type",
+        None,
+        None,
+    ]
+    for result, data in zip([results[0], *results[2:]], good, strict=True):
+        pixels = decode_image(data, model.metadata.preprocessing, DecodeLimits())
+        (expected,) = top_k_predictions(
+            model.classifier.predict_batch(pixels[None]), model.metadata.labels, 3
+        )
+        assert result.prediction is not None
+        assert result.prediction.label == expected.label
+        assert result.prediction.score == pytest.approx(expected.score, abs=1e-6)
+        assert len(result.prediction.top_k) == 3
+    assert gauge.value == 0  # every image admitted was released
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, _ = flow_with(model, metrics)
+    data = samples()
+    before = metrics.batch_size.collect()[0].samples
+
+    async def go() -> list[str]:
+        results = await asyncio.gather(*(flow.classify((data[i % 3],), top_k=1) for i in range(24)))
+        return [r[0].prediction.label for r in results]  # type: ignore[union-attr]
+
+    labels = asyncio.run(go())
+    alone = [asyncio.run(flow.classify((d,), top_k=1))[0].prediction.label for d in data]  # type: ignore[union-attr]
+    assert labels == [alone[i % 3] for i in range(24)]
+    after = metrics.batch_size.collect()[0].samples
+    count = {s.name: s.value for s in after}["vitserve_batch_size_count"] - {s.name: s.value for s in before}[
+        "vitserve_batch_size_count"
+    ]
+    assert count < 24 + 3, "24 concurrent requests never shared a batch"
+
+
+def test_a_full_worker_refuses_with_retry_after_and_admits_nothing(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, gauge = flow_with(model, metrics, limit=2)
+    assert flow.refusal(requests_in_progress=0) is None
+    assert flow.refusal(requests_in_progress=2) is not None  # two requests in progress: no room
+    assert flow.admission.try_acquire(2)
+    refused = flow.refusal(requests_in_progress=0)
+    assert refused is not None and refused.status == 429 and refused.headers() == {"Retry-After": "3"}
+    with pytest.raises(ApiError) as raised:
+        asyncio.run(flow.classify((samples()[0],), top_k=1))
+    assert raised.value.code == "overloaded"
+    flow.admission.release(2)
+    assert gauge.value == 0
+
+
+def test_one_request_larger_than_the_limit_is_still_served_alone(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, gauge = flow_with(model, metrics, limit=2)
+    results = asyncio.run(flow.classify(tuple(samples()), top_k=1))
+    assert all(r.prediction is not None for r in results)
+    assert gauge.value == 0
+
+
+def test_the_runtime_facts_come_from_the_session(model: LocalModel) -> None:
+    info = model.info()
+    assert info["providers"] == list(model.classifier.providers)
+    assert info["artifact"] == "model.onnx" and info["precision"] == "fp32"
+    assert info["max_batch_size"] == SETTINGS.max_batch_size
+
+
+def test_pixels_of_every_image_reach_the_model_unchanged(model: LocalModel) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (5, *model.classifier.input_shape), dtype=np.uint8)
+    got = asyncio.run(model.infer(pixels))
+    np.testing.assert_allclose(got, model.classifier.predict_batch(pixels), rtol=1e-5, atol=1e-5)
