@@ -26,6 +26,7 @@ from vitserve.export.verify import make_session
 from vitserve.models.checkpoint import LoadedModel, load_checkpoint
 from vitserve.models.vit import PRESETS, ViT
 from vitserve.runtime.artifact import INPUT_NAME, Preprocessing
+from vitserve.runtime.session import CPU
 
 VARIANTS = ("pytorch", "ort-fp32-unfused", "ort-fp32-fused", "ort-int8")
 # The shipped model's checkpoint folder (models/digits-vit), when the trained one is present.
@@ -84,9 +85,9 @@ def build_runners(loaded: LoadedModel, threads: int) -> dict[str, Callable[[np.n
         raise RuntimeError("benchmark graphs are not what their names say (fused/unfused)")
     module = PixelClassifier(vit, loaded.preprocessing).eval()  # PyTorch eager runs SDPA, as served
     sessions = {
-        "ort-fp32-unfused": make_session(unfused, "CPUExecutionProvider", threads),
-        "ort-fp32-fused": make_session(fused, "CPUExecutionProvider", threads),
-        "ort-int8": make_session(to_int8(fused), "CPUExecutionProvider", threads),
+        "ort-fp32-unfused": make_session(unfused, CPU, threads),
+        "ort-fp32-fused": make_session(fused, CPU, threads),
+        "ort-int8": make_session(to_int8(fused), CPU, threads),
     }
 
     def run_torch(pixels: np.ndarray) -> object:

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitserve.runtime.artifact import PRECISIONS
-from vitserve.runtime.explain_session import EXPLAIN_FILE
+from vitserve.runtime.artifact import EXPLAIN, PRECISIONS
 
 # Opset 23 is the first with ONNX's own `Attention` op, which torch's dynamo exporter emits for SDPA.
 OPSET = 23
-
-# The explanation graph: the same weights through the manual attention path, returning each block's
-# attention probabilities beside the logits (what POST /explain needs). A variant like the precisions.
-EXPLAIN = "explain"
-
-# File names in the output folder, one self-contained .onnx per variant.
-FILE_NAMES: dict[str, str] = {
-    "fp32": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8": "model.int8.onnx",
-    EXPLAIN: EXPLAIN_FILE,
-}
 
 
 @dataclass(frozen=True)

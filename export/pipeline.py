@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 
 import vitserve
-from vitserve.export.config import EXPLAIN, FILE_NAMES, OPSET, ExportConfig
+from vitserve.export.config import EXPLAIN, OPSET, ExportConfig
 from vitserve.export.convert import PixelClassifier, export_onnx
 from vitserve.export.fusion import FusionReport, check_fusion
 from vitserve.export.precision import to_fp16, to_int8
@@ -32,7 +32,7 @@ from vitserve.export.verify import (
 )
 from vitserve.export.write import with_metadata, write_atomic
 from vitserve.models.checkpoint import LoadedModel, load_checkpoint
-from vitserve.runtime.artifact import ArtifactMetadata
+from vitserve.runtime.artifact import ARTIFACT_FILES, ArtifactMetadata
 from vitserve.runtime.explain_session import EXPLANATION_ROLE, ROLE_KEY
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def export_loaded(
             exporter_version=vitserve.__version__,
             extra=extra,
         )
-        path = out_dir / FILE_NAMES[variant]
+        path = out_dir / ARTIFACT_FILES[variant]
         write_atomic(with_metadata(model, metadata), path)
         written.append(ExportedVariant(variant, path, metadata, result))
     return written

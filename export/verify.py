@@ -19,17 +19,11 @@ from vitserve.export.config import EXPLAIN, ExportConfig
 from vitserve.export.convert import PixelClassifier
 from vitserve.export.errors import GateUnavailableError, HeldoutError, ParityError
 from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, Preprocessing
+from vitserve.runtime.decode import RESAMPLING
 from vitserve.runtime.explain_session import ATTENTIONS_NAME
+from vitserve.runtime.session import CPU, CUDA
 
 HELDOUT_FILE = "heldout.npz"
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-PIL_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalDa
         images = np.repeat(images[..., None], 3, axis=-1)
     size = preprocessing.image_size
     if images.shape[1:3] != (size, size):
-        resample = PIL_FILTERS[preprocessing.interpolation]
+        resample = RESAMPLING[preprocessing.interpolation]
         images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), resample)) for im in images])
     return EvalData(np.ascontiguousarray(images), labels, f"heldout:{path} ({len(images)} images)")
 

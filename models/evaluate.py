@@ -24,6 +24,7 @@ from vitserve.models.mnist import Digits
 from vitserve.models.wild import PER_GROUP as WILD_PER_GROUP
 from vitserve.models.wild import wild_set
 from vitserve.runtime.artifact import Preprocessing
+from vitserve.runtime.session import CPU
 
 HELDOUT_FILE = "heldout.npz"
 # The committed held-out digits ship inside the package, so this works from any directory.
@@ -53,7 +54,7 @@ def predict_logits_onnx(path: Path, pixels: np.ndarray) -> np.ndarray:
 
     from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=[CPU])
     outputs = [
         session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels[start : start + BATCH])})[0]
         for start in range(0, len(pixels), BATCH)

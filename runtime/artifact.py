@@ -18,6 +18,19 @@ OUTPUT_NAME = "logits"  # float32 (N, num_classes)
 METADATA_KEY = "vitserve"
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+# The explanation graph: the same weights through the manual attention path, returning each block's
+# attention probabilities beside the logits (what POST /explain needs). A variant like the precisions.
+EXPLAIN = "explain"
+# File names in a model folder, one self-contained .onnx per variant: `vitserve export` writes them,
+# the runtime looks for them.
+ARTIFACT_FILES: dict[str, str] = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    EXPLAIN: "model.explain.onnx",
+}
+# Resampling filters an artifact may ask for, by Pillow's names (runtime/decode.py maps them).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
 class ArtifactError(ValueError):
@@ -57,7 +70,7 @@ class Preprocessing:
             raise ArtifactError(f"image_size must be positive, got {self.image_size}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ArtifactError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        if self.interpolation not in ("nearest", "bilinear", "bicubic", "lanczos"):
+        if self.interpolation not in INTERPOLATIONS:
             raise ArtifactError(f"unknown interpolation {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ArtifactError(f"mean/std must be 3 values with std > 0, got {self.mean}/{self.std}")

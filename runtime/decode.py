@@ -13,19 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vitserve.runtime.artifact import Preprocessing
+from vitserve.runtime.artifact import INTERPOLATIONS, Preprocessing
 from vitserve.runtime.digit_preprocess import DIGIT_DECODE_SIDE, normalise_digit
 
 # Formats a user can send. Anything else Pillow could open (EPS, ICO, PSD, ...) is refused: each extra
 # decoder is attack surface, and EPS would even shell out to Ghostscript.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-
-RESAMPLING = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
+# Each one's media type is what the HTTP API documents as a raw request body.
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
 }
+ALLOWED_FORMATS = tuple(MEDIA_TYPES)
+
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 
 # What Pillow raises on malformed input: it has no single error type, and a corrupt header, tag or
 # tile surfaces as any of these (TypeError from a TIFF strip offset of the wrong tag type, struct.error

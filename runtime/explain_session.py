@@ -15,11 +15,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, ArtifactMetadata, metadata_from_props
+from vitserve.runtime.artifact import (
+    ARTIFACT_FILES,
+    EXPLAIN,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ArtifactMetadata,
+    metadata_from_props,
+)
+from vitserve.runtime.session import CPU
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_FILE = "model.explain.onnx"
+EXPLAIN_FILE = ARTIFACT_FILES[EXPLAIN]
 ATTENTIONS_NAME = "attentions"  # float32 (N, layers, heads, tokens, tokens), rows sum to 1
 # ArtifactMetadata.extra[ROLE_KEY] == EXPLANATION_ROLE marks the artifact; classifiers never load it.
 ROLE_KEY = "artifact_role"
@@ -55,7 +63,7 @@ class ExplainSession:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), options, providers=[CPU])
         except Exception as exc:  # ORT raises one unrelated class per status
             raise ExplainArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
         props = self.session.get_modelmeta().custom_metadata_map

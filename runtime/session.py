@@ -14,15 +14,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, ArtifactMetadata, metadata_from_props
+from vitserve.runtime.artifact import (
+    ARTIFACT_FILES,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PRECISIONS,
+    ArtifactMetadata,
+    metadata_from_props,
+)
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-# File names `vitserve export` writes into a model directory, per precision.
-ARTIFACT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
 class ModelLoadError(RuntimeError):
@@ -62,8 +66,8 @@ def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
     if precision == "auto":
         order = ["fp16", "fp32"] if use_cuda else ["int8", "fp32"]
     else:
-        if precision not in ARTIFACT_FILES:
-            choices = ", ".join(ARTIFACT_FILES)
+        if precision not in PRECISIONS:
+            choices = ", ".join(PRECISIONS)
             raise ModelLoadError(f"unknown precision {precision!r}; choose from auto, {choices}")
         order = [precision]
     for candidate in order:

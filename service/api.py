@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from vitserve.runtime.decode import MEDIA_TYPES
 from vitserve.runtime.predictions import Prediction
 from vitserve.service.classify import ClassifyFlow, ItemResult
 from vitserve.service.context import context_of, hand_over
@@ -27,8 +28,6 @@ from vitserve.service.worker import Worker
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 
 
 def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -48,7 +47,7 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
         }
     }
     if not many:
-        for media_type in IMAGE_TYPES:
+        for media_type in MEDIA_TYPES.values():
             content[media_type] = {"schema": file_schema}
     return {"requestBody": {"required": True, "content": content}}
 

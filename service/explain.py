@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import QueryParams
 
-from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
+from vitserve.runtime.decode import MEDIA_TYPES, DecodeError, DecodeLimits, decode_image
 from vitserve.runtime.predictions import Prediction, softmax, top_k_predictions
 from vitserve.runtime.rollout import HEAD_FUSIONS, RolloutError, rollout_map
 from vitserve.service.context import context_of
@@ -228,7 +228,6 @@ _QUERY = [
     },
 ]
 
-_IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff"]
 _FILE = {"type": "string", "format": "binary"}
 _REQUEST_BODY = {
     "required": True,
@@ -236,7 +235,7 @@ _REQUEST_BODY = {
         "multipart/form-data": {
             "schema": {"type": "object", "required": ["image"], "properties": {"image": _FILE}}
         },
-        **{media_type: {"schema": _FILE} for media_type in _IMAGE_TYPES},
+        **{media_type: {"schema": _FILE} for media_type in MEDIA_TYPES.values()},
     },
 }
 _ANSWERS: dict[int | str, dict[str, Any]] = {

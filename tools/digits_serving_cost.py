@@ -28,6 +28,7 @@ from vitserve.models.mnist import Digits
 from vitserve.models.wild import wild_set
 from vitserve.runtime.artifact import INPUT_NAME, read_metadata
 from vitserve.runtime.decode import DecodeLimits, decode_image
+from vitserve.runtime.session import CPU
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".bmp")
 
@@ -42,7 +43,7 @@ def cost_per_image(model: Path, images: list[bytes], batch: int, threads: int) -
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), options, providers=[CPU])
     limits = DecodeLimits()
     started = time.perf_counter()
     pixels = np.stack([decode_image(data, meta.preprocessing, limits) for data in images])
