@@ -18,6 +18,7 @@ from torch import nn
 
 from vitserve.export.config import OPSET
 from vitserve.export.errors import ConversionError
+from vitserve.models.pixels import normalise_pixels
 from vitserve.models.vit import ViT
 from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, Preprocessing
 from vitserve.runtime.explain_session import ATTENTIONS_NAME
@@ -49,8 +50,8 @@ class PixelClassifier(nn.Module):
     std: torch.Tensor
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2) / 255.0  # (N, 3, H, W) in [0, 1]
-        tokens, attentions = self.vit.forward_features((x - self.mean) / self.std, self.fused)
+        x = normalise_pixels(pixels, self.mean, self.std)
+        tokens, attentions = self.vit.forward_features(x, self.fused)
         logits = self.vit.forward_head(tokens)
         if self.attention_outputs:
             return logits, torch.stack(attentions, dim=1)  # (N, L, nh, T, T)

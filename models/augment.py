@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitserve.models.pixels import normalise_pixels
+
 # The digits model's input normalisation (Preprocessing mean = std = 0.5 per channel).
 MEAN = 0.5
 STD = 0.5
@@ -162,7 +164,7 @@ def pixels_to_input(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) RGB, the service's pixel convention -> normalised (B, 3, H, W)."""
     # A copy: arrays from Pillow are read-only, which torch.as_tensor warns about.
     tensor = torch.tensor(pixels) if isinstance(pixels, np.ndarray) else pixels
-    return normalise(tensor.permute(0, 3, 1, 2).float() / 255.0)
+    return normalise_pixels(tensor, MEAN, STD)
 
 
 def gray_to_pixels(images: np.ndarray) -> np.ndarray:
