@@ -19,7 +19,7 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from vitserve.bench.peer_common import PeerModel, parse_args
-from vitserve.service.launcher import free_port
+from vitserve.bench.processes import free_port
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def _common_args(model_dir: Path, port: int, config: BenchConfig) -> list[str]:
     ]
 
 
-def _vitserve_env(model_dir: Path, port: int, config: BenchConfig) -> dict[str, str]:
+def _vitserve_env(model_dir: Path, config: BenchConfig) -> dict[str, str]:
     return {
         "VITSERVE_INTRA_OP_THREADS": str(config.threads),
         "VITSERVE_MAX_BATCH_SIZE": str(config.max_batch_size),
@@ -101,7 +101,7 @@ def vitserve_variant(spec: str) -> ServerSpec:
     return ServerSpec(
         name=f"vitserve[{label}]",
         command=VITSERVE.command,
-        env=lambda model_dir, port, config: {**_vitserve_env(model_dir, port, config), **extra},
+        env=lambda model_dir, config: {**_vitserve_env(model_dir, config), **extra},
         ready_path=VITSERVE.ready_path,
         classify_path=VITSERVE.classify_path,
         upload=VITSERVE.upload,

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import psutil
 import uvloop
 
+from vitserve.bench.processes import ServerProcess, running, tree_cpu_s
 from vitserve.client import Client
-from vitserve.service.launcher import running_server
 
 
 @dataclass(frozen=True)
@@ -106,19 +105,6 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live children."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in (root, *root.children(recursive=True)):
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def run(
     model_dir: Path,
     count: int,
@@ -132,7 +118,10 @@ def run(
     chunk = [(p.name, p.read_bytes()) for p in sorted(samples.glob("*.png"))[:batch_size]]
     chunk = (chunk * batch_size)[:batch_size]
     results = []
-    with tempfile.TemporaryDirectory() as tmp, running_server(model_dir) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running(ServerProcess(env={"VITSERVE_MODEL_DIR": str(model_dir)})) as server,
+    ):
         assert server.proc is not None
         root = Path(tmp) / "images"
         make_folder(samples, root, count)

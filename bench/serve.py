@@ -15,11 +15,8 @@ bench/peers.py where asked for (`vitserve bench peers`).
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +24,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
+from vitserve.bench.processes import ServerProcess, tree_cpu_s, tree_rss_mib
 from vitserve.bench.wrk import Upload, WrkResult, run_wrk
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
-from vitserve.service.launcher import free_port
 
 STARTUP_TIMEOUT_S = 300  # Ray and Triton take tens of seconds to come up on 2 cores
 
@@ -58,7 +54,7 @@ class ServerSpec:
     ready_path: str
     classify_path: str
     upload: Callable[[bytes, str], Upload]  # (image bytes, media type) -> request body
-    env: Callable[[Path, int, BenchConfig], dict[str, str]] = lambda model_dir, port, config: {}
+    env: Callable[[Path, BenchConfig], dict[str, str]] = lambda model_dir, config: {}
 
 
 @dataclass(frozen=True)
@@ -93,84 +89,17 @@ class ModelReport:
     half_load: Point | None = None
 
 
-def process_tree(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_cpu_s(root: psutil.Process) -> float:
-    """User + system CPU seconds of the live processes under root (children that exited are lost)."""
-    total = 0.0
-    for proc in process_tree(root):
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            continue  # it exited between the listing and the read
-    return total
-
-
-def tree_rss_mib(root: psutil.Process) -> float:
-    total = 0
-    for proc in process_tree(root):
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
-
-
-class Server:
-    """A benchmark server in its own session, stopped with its whole process tree."""
+class Server(ServerProcess):
+    """A benchmark server started from its spec."""
 
     def __init__(self, spec: ServerSpec, model_dir: Path, config: BenchConfig) -> None:
+        super().__init__(
+            lambda port: spec.command(model_dir, port, config),
+            env=spec.env(model_dir, config),
+            ready_path=spec.ready_path,
+            name=f"bench-{spec.name}",
+        )
         self.spec = spec
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(tempfile.gettempdir()) / f"vitserve-bench-{spec.name}-{self.port}.log"
-        env = {**os.environ, **spec.env(model_dir, self.port, config)}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                spec.command(model_dir, self.port, config),
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.root = psutil.Process(self.proc.pid)
-
-    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                if httpx.get(self.url + self.spec.ready_path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            time.sleep(0.5)
-        raise TimeoutError(f"not ready after {timeout_s:g} s: {self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        family = process_tree(self.root)
-        for proc in family:
-            try:
-                proc.terminate()
-            except psutil.Error:
-                continue
-        _, alive = psutil.wait_procs(family, timeout=20)
-        for proc in alive:  # whatever ignored SIGTERM (Ray's daemons, a wedged worker)
-            try:
-                proc.kill()
-            except psutil.Error:
-                continue
-        psutil.wait_procs(alive, timeout=10)
 
 
 def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
@@ -189,9 +118,9 @@ def measure_point(
 ) -> Point:
     url = server.url + server.spec.classify_path
     run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
-    cpu_before = tree_cpu_s(server.root)
+    cpu_before = tree_cpu_s(server.root.pid)
     result: WrkResult = run_wrk(url, upload, concurrency, config.duration_s, think_ms=think_ms)
-    cpu = tree_cpu_s(server.root) - cpu_before
+    cpu = tree_cpu_s(server.root.pid) - cpu_before
     answered = result.requests - result.failed
     return Point(
         concurrency=concurrency,
@@ -208,22 +137,18 @@ def measure_system(
     spec: ServerSpec, model_dir: Path, payload: tuple[bytes, str], config: BenchConfig
 ) -> SystemRun:
     run = SystemRun(spec.name)
+    server = Server(spec, model_dir, config)
     try:
-        server = Server(spec, model_dir, config)
-    except OSError as exc:
-        run.error = f"could not start: {exc}"
-        return run
-    try:
-        server.wait_ready()
+        server.start()
         upload = spec.upload(*payload)
         check_answers(server, upload)
         time.sleep(1.0)  # let start-up and the check's garbage settle before reading memory
-        run.rss_at_rest_mib = tree_rss_mib(server.root)
-        run.processes = len(process_tree(server.root))
+        run.rss_at_rest_mib = tree_rss_mib(server.root.pid)
+        run.processes = len(server.pids())
         for c in config.concurrencies:
             run.points.append(measure_point(server, upload, c, config))
             print(f"  {spec.name} c={c}: {run.points[-1]}", file=sys.stderr, flush=True)
-    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+    except (OSError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         run.error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         print(f"  {spec.name} failed: {exc}", file=sys.stderr, flush=True)
     finally:
@@ -244,7 +169,7 @@ def half_load(
     """
     server = Server(spec, model_dir, config)
     try:
-        server.wait_ready()
+        server.start()
         upload = spec.upload(*payload)
         check_answers(server, upload)
         return measure_point(

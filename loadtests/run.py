@@ -32,9 +32,10 @@ import httpx
 from loadtests import measurement as files
 from loadtests.report import COMMAND, RAMP, SWEEP_OFF, SWEEP_ON, write_report
 from loadtests.scrape import ScrapeError, fetch
-from loadtests.server import LOOPBACK, ServerError, local_server, wait_ready
 from loadtests.slo import Slo, SloError
 from loadtests.stats import Schedule, StatsError, parse_users
+from tests.support import running_server
+from vitserve.bench.processes import wait_ready
 
 log = logging.getLogger("loadtest")
 
@@ -67,6 +68,10 @@ def seconds_option(text: str) -> float:
     if not 0 < seconds <= MAX_STEP_SECONDS:
         raise argparse.ArgumentTypeError(f"seconds must be in (0, {MAX_STEP_SECONDS:g}], got {text}")
     return seconds
+
+
+# The only hosts load tests are sent to (urlsplit gives an IPv6 literal without its brackets).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def loopback_url(text: str) -> str:
@@ -157,11 +162,11 @@ def run_locust(
 def target(args: argparse.Namespace, out: Path, name: str, env: dict[str, str]) -> Iterator[str]:
     """--url as given, or a fresh local server with the VITSERVE_* overrides `env`."""
     if args.url:
-        wait_ready(args.url, timeout_s=30)
+        wait_ready(args.url.rstrip("/") + "/readyz", timeout_s=30)
         yield args.url
         return
-    with local_server(args.model_dir, env, out / f"server-{name}.log") as url:
-        yield url
+    with running_server(env, args.model_dir, log_path=out / f"server-{name}.log") as server:
+        yield server.url
 
 
 def server_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -271,7 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (LoadTestError, ServerError, ScrapeError, SloError, StatsError, httpx.HTTPError) as exc:
+    except (
+        LoadTestError,
+        RuntimeError,
+        TimeoutError,
+        ScrapeError,
+        SloError,
+        StatsError,
+        httpx.HTTPError,
+    ) as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return EXIT_ERROR
 

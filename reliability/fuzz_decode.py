@@ -16,9 +16,10 @@ from collections import Counter
 import httpx
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import SAMPLES_DIR, running_server
 from tests.reliability.hostile import corpus, mutated_image
-from tests.reliability.procs import RssSampler, tree_rss_mib, worker_pids
+from tests.reliability.procs import RssSampler, worker_pids
+from tests.support import SAMPLES_DIR, running_server
+from vitserve.bench.processes import tree_rss_mib
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.conftest import SAMPLES_DIR, running_server
 from tests.reliability.overload import run_overload
+from tests.support import SAMPLES_DIR, running_server
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ import uvicorn
 import uvloop
 
 from tests.reliability.load import open_loop
+from vitserve.bench.processes import free_port
 from vitserve.service.front_door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(
@@ -56,12 +57,6 @@ def serve(port: int) -> None:
     door = FrontDoor(behind_the_door, frozenset({"/classify"}), timeout_s=60).in_front_of(behind_the_door)
     door.open(AlwaysFull())
     uvicorn.run(door, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, timeout_s: float = 20.0) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.drain import sigterm_under_load
+from tests.support import SAMPLES_DIR, ServerProcess
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import DEFAULT_MODEL_DIR
+from tests.support import DEFAULT_MODEL_DIR
 from vitserve.bench.wrk import Upload, run_wrk
 from vitserve.cli import main
 

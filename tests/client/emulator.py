@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.gate import wait_for
-from vitserve.service.launcher import free_port
+from vitserve.bench.processes import free_port
 
 E = TypeVar("E", bound="EmulatorProcess")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEFAULT_MODEL_DIR, patch_grid
+from tests.support import DEFAULT_MODEL_DIR, patch_grid
 from vitserve.cli import main
 from vitserve.client import AsyncClient, Client, InvalidImage, InvalidRequest, ServerError
 from vitserve.client.explain import Explanation, parse_explanation

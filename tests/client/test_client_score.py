@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tests.client.conftest import digit_image
-from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.gate import GatedProxy, wait_for
+from tests.support import SAMPLES_DIR, ServerProcess
 from vitserve.client import Client, Progress, ResultsFileError
 from vitserve.client.progress import ProgressBar, format_progress
 

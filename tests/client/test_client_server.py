@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import SAMPLES_DIR
+from tests.support import SAMPLES_DIR
 from vitserve.client import AsyncClient, Client, InvalidImage, ModelRef, Prediction
 
 

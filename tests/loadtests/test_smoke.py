@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, running_server
+from tests.support import REPO, running_server
 
 SMOKE_USERS = 12
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ServerProcess, running_server
+from tests.support import ServerProcess, running_server
 
 HARDENED_ENV = {"VITSERVE_BODY_TIMEOUT_S": "3", "VITSERVE_MAX_IN_FLIGHT": "8"}
 

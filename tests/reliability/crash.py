@@ -17,10 +17,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.gate import GatedProxy
 from tests.metrics import metric
 from tests.reliability.procs import worker_pids
+from tests.support import SAMPLES_DIR, ServerProcess
 from vitserve.client import Client
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".bmp")

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from tests.conftest import ServerProcess
 from tests.reliability.load import LoadResult, closed_loop
+from tests.support import ServerProcess
 
 
 @dataclass(frozen=True)

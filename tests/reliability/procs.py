@@ -1,43 +1,24 @@
-"""The server's processes and their memory, read from /proc: BentoML's workers run in their own sessions.
+"""The server's workers, their memory over time and their TCP connections, for the reliability tests.
 
 circus starts each worker with setsid, so the server's process group holds only the arbiter; its
-workers are found as its descendants instead (by parent pid).
+workers are found as its descendants instead (bench/processes.py's process_tree).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitserve.bench.processes import process_tree, tree_rss_mib
+
 PROC = Path("/proc")
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def descendants(root: int) -> list[int]:
     """root and every process below it, at this instant."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            parent = _parent_pid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    return [p.pid for p in process_tree(root)]
 
 
 def rss_kib(pid: int) -> int:
@@ -49,10 +30,6 @@ def rss_kib(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError):
         return 0
     return 0  # a zombie has no VmRSS line
-
-
-def tree_rss_mib(root: int) -> float:
-    return sum(rss_kib(pid) for pid in descendants(root)) / 1024
 
 
 def cmdline(pid: int) -> str:
@@ -129,16 +106,3 @@ def tcp_peers(root: int) -> list[tuple[int, int]]:
             if inode in inodes and state != "0A":  # 0A = LISTEN
                 peers.append((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)))
     return peers
-
-
-def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds used so far by the server's live processes."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in descendants(root):
-        try:
-            fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / ticks

@@ -20,7 +20,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import DEFAULT_MODEL_DIR, ServerProcess
+from tests.support import DEFAULT_MODEL_DIR, ServerProcess
 
 # positive_data_acceptance is left out on purpose: "a string in binary format" is all a schema can say
 # of an image, and most such strings are not decodable images, so a 4xx for them is the right answer.

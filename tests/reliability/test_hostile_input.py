@@ -11,9 +11,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.hostile import Hostile, corpus, mutated_image
-from tests.reliability.procs import RssSampler, tree_rss_mib, worker_pids
+from tests.reliability.procs import RssSampler, worker_pids
+from tests.support import SAMPLES_DIR, ServerProcess
+from vitserve.bench.processes import tree_rss_mib
 
 # The server's whole process tree (arbiter, API worker, inference worker) may grow by this much while
 # it refuses the corpus: a decoded bomb alone would take gigabytes.

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import SAMPLES_DIR, ServerProcess, free_port
 from tests.reliability.procs import tcp_peers
+from tests.support import SAMPLES_DIR, ServerProcess, free_port
 
 
 class Listener(threading.Thread):

@@ -9,9 +9,9 @@ and quoted in docs/reliability.md, not asserted.
 
 from __future__ import annotations
 
-from tests.conftest import SAMPLES_DIR, running_server
 from tests.metrics import metric
 from tests.reliability.overload import run_overload
+from tests.support import SAMPLES_DIR, running_server
 
 MAX_IN_FLIGHT = 16
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import SAMPLES_DIR, ServerProcess
 from tests.reliability.drain import sigterm_under_load
+from tests.support import SAMPLES_DIR, ServerProcess
 
 # The listener keeps serving this long after SIGTERM with /readyz failing: the balancer (polling every
 # 50 ms) must see the failure within it, however busy the machine.

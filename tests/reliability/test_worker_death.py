@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_server
 from tests.reliability.crash import kill_model_worker_while_scoring
+from tests.support import running_server
 
 # (API workers, the BentoML service whose worker holds the model)
 SHAPES = [

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tests.conftest import host_providers
+from tests.support import host_providers
 from vitserve.export.convert import PixelClassifier, export_onnx
 from vitserve.export.write import with_metadata, write_atomic
 from vitserve.models.vit import ViT, ViTConfig

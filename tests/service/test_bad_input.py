@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import SAMPLES_DIR
+from tests.support import SAMPLES_DIR
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES_DIR, host_providers
+from tests.support import SAMPLES_DIR, host_providers
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import top_k_predictions
 from vitserve.runtime.session import OnnxClassifier, SessionOptions

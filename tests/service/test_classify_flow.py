@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.conftest import DEFAULT_MODEL_DIR, SAMPLES_DIR
+from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import top_k_predictions
 from vitserve.service.admission import Admission

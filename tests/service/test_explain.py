@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import DEFAULT_MODEL_DIR, patch_grid
 from tests.metrics import scrape, value
+from tests.support import DEFAULT_MODEL_DIR, patch_grid
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.explain_session import ExplainSession
 from vitserve.runtime.predictions import softmax
@@ -152,7 +152,7 @@ def test_openapi_documents_explain_and_ui_serves_the_demo(vitserve_server: str) 
 
 def test_missing_explanation_artifact_is_a_clear_503(tmp_path: Path) -> None:
     """A model folder exported with --no-explain still classifies; /explain says what to do."""
-    from tests.conftest import running_server
+    from tests.support import running_server
 
     for name in ("model.onnx",):
         (tmp_path / name).write_bytes((DEFAULT_MODEL_DIR / name).read_bytes())

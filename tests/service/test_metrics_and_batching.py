@@ -6,8 +6,8 @@ import concurrent.futures
 
 import httpx
 
-from tests.conftest import SAMPLES_DIR, host_providers
 from tests.metrics import scrape, value
+from tests.support import SAMPLES_DIR, host_providers
 
 HISTOGRAMS = (
     "vitserve_decode_seconds",

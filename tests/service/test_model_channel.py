@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import DEFAULT_MODEL_DIR
+from tests.support import DEFAULT_MODEL_DIR
 from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import DeadlineExceeded
 from vitserve.service.model import LocalModel

@@ -9,8 +9,8 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.conftest import SAMPLES_DIR, running_server
 from tests.metrics import scrape, value
+from tests.support import SAMPLES_DIR, running_server
 
 
 def test_overload_is_shed_with_429_and_retry_after() -> None:

@@ -22,7 +22,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import DEFAULT_MODEL_DIR, SAMPLES_DIR
+from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
