@@ -30,7 +30,7 @@ def main() -> int:
     with running_server() as server, httpx.Client(base_url=server.url, timeout=60) as client:
         assert server.proc is not None
         root = server.proc.pid
-        workers = {name: worker_pids(root, name) for name in ("vitserve", "vitserve-inference")}
+        workers = {name: worker_pids(root, name) for name in ("vitserve",)}  # the API worker holds the model
         baseline = tree_rss_mib(root)
         started = time.monotonic()
         with RssSampler(root, interval_s=0.1) as rss:

@@ -110,13 +110,8 @@ def main() -> int:
                     unexpected[key] = unexpected.get(key, 0) + count
             answered = result.with_status(200)
             rss = {
-                (
-                    "api"
-                    if "--service-name vitserve " in cmdline(pid) + " "
-                    else "inference"
-                    if "vitserve-inference" in cmdline(pid)
-                    else "arbiter"
-                ): rss_kib(pid) // 1024
+                ("api" if "--service-name vitserve " in cmdline(pid) + " " else "arbiter"): rss_kib(pid)
+                // 1024
                 for pid in descendants(root)
             }
             t = time.monotonic() - began

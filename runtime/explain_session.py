@@ -49,8 +49,8 @@ class Explained:
 class ExplainSession:
     """An ORT session over model.explain.onnx; `explain` takes one uint8 (H, W, 3) image.
 
-    CPU only and few threads by default: it runs beside the API worker's decoding, never in the
-    inference worker, so an explanation cannot hold up a classification batch.
+    CPU only and few threads by default: it runs in the API worker's thread pool, never in the
+    batcher's model thread, so an explanation cannot hold up a classification batch.
     """
 
     def __init__(self, model_dir: Path, intra_op_threads: int = 1) -> None:

@@ -77,15 +77,16 @@ class ServiceMetrics:
                 "Images admitted and not yet answered (decoding, queued or in a batch).",
                 multiprocess_mode="livesum",
             ),
-            # A dropped connection to the inference worker (it died, or closed a keep-alive connection)
-            # is retried; a rate above zero with a steady load means the worker is restarting.
+            # With several API workers: a dropped connection to the model server (it died) is retried;
+            # a rate above zero with a steady load means it is restarting.
             inference_retries=prom.Counter(
                 "vitserve_inference_retries", "Inference calls sent again after the worker dropped them."
             ),
-            # Counted by each inference worker as it comes up; the multiprocess sum keeps dead workers'
-            # counts, so increase() over a window shows restarts.
+            # Counted by each process that loads the model (the API worker, or the model server) as it
+            # comes up; the multiprocess sum keeps dead ones' counts, so increase() shows restarts.
+            # The name predates the model moving into the API worker: dashboards and alerts use it.
             inference_worker_starts=prom.Counter(
-                "vitserve_inference_worker_starts", "Inference worker processes started, first and restarted."
+                "vitserve_inference_worker_starts", "Processes that loaded the model, first and restarted."
             ),
             # The front door answers /classify and /classify_batch in front of BentoML's middlewares
             # (service/front_door.py), so BentoML's bentoml_service_request_* never see them: these do.

@@ -40,7 +40,7 @@ def cmdline(pid: int) -> str:
 
 
 def worker_pids(root: int, service_name: str) -> list[int]:
-    """BentoML workers of one service (`vitserve` for the API, `vitserve-inference` for the model)."""
+    """BentoML workers of one service (`vitserve` for the API, `vitserve-model` for the model server)."""
     return [pid for pid in descendants(root) if f"--service-name {service_name} " in cmdline(pid) + " "]
 
 
