@@ -28,6 +28,9 @@ OUT_DIR = ROOT / "deploy" / "requirements"
 # instead of using an nvidia/cuda base image, which carries every CUDA library (cuSPARSE, cuSOLVER,
 # NPP, nvJPEG, ...) whether ORT loads it or not. No version here: pip takes the one pyproject.toml pins.
 VARIANTS: dict[str, list[str]] = {"cpu": [], "gpu": ["onnxruntime-gpu[cuda,cudnn]"]}
+# The image also runs batch scoring against object storage (deploy/k8s/jobs/score: `vitserve score
+# s3://...`), so it carries the storage back-ends (S3, GCS, Azure).
+IMAGE_EXTRAS = ("storage",)
 PLATFORM_ARGS = [
     "--only-binary=:all:",
     "--python-version=3.11",
@@ -64,13 +67,29 @@ def current_pins(variant: str) -> list[str]:
     lock = OUT_DIR / f"{variant}.txt"
     if not lock.exists():
         return []
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    direct = {
-        canonical(re.split(r"[^A-Za-z0-9._-]", spec, maxsplit=1)[0]) for spec in project["dependencies"]
-    }
+    direct = {canonical(re.split(r"[^A-Za-z0-9._-]", spec, maxsplit=1)[0]) for spec in image_requirements()}
     lines = lock.read_text().splitlines()
     pins = [line.split(" ", 1)[0] for line in lines if line and not line.startswith("#")]
     return [pin for pin in pins if canonical(pin.split("==")[0]) not in direct]
+
+
+def image_requirements() -> list[str]:
+    """pyproject's [project] dependencies plus those of IMAGE_EXTRAS, self-references expanded."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    specs, todo, seen = list(project["dependencies"]), list(IMAGE_EXTRAS), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for spec in extras[extra]:
+            name, _, rest = spec.partition("[")
+            if canonical(name) == canonical(project["name"]):
+                todo.extend(rest.rstrip("]").split(","))
+            else:
+                specs.append(spec)
+    return specs
 
 
 def resolve(extra_specs: list[str], constraints: list[str]) -> list[tuple[str, str, str]]:
@@ -94,7 +113,7 @@ def resolve(extra_specs: list[str], constraints: list[str]) -> list[tuple[str, s
             str(report),
             "--constraint",
             str(constraint_file),
-            str(ROOT),
+            f"{ROOT}[{','.join(IMAGE_EXTRAS)}]",
             *extra_specs,
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

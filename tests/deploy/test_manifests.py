@@ -9,6 +9,7 @@ shellcheck) are part of the project's test install: a missing one fails here, it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -372,15 +373,22 @@ def test_deploy_scripts_pass_shellcheck(script: str) -> None:
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
 def test_image_requirements_satisfy_pyproject(variant: str) -> None:
-    """The image's hash-pinned lock must still satisfy [project] dependencies; else re-lock."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    """The image's hash-pinned lock must still satisfy [project] dependencies and those of the extras
+    the image carries (the storage back-ends the scoring Job needs); else re-lock."""
+    spec = importlib.util.spec_from_file_location(
+        "lock_requirements", REPO / "deploy" / "lock_requirements.py"
+    )
+    assert spec is not None and spec.loader is not None
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    assert "storage" in lock.IMAGE_EXTRAS, "the scoring Job runs `vitserve score s3://...` in this image"
     pins = {}
     for line in (REPO / "deploy" / "requirements" / f"{variant}.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split(" ", 1)[0].split("==")
             pins[canonicalize_name(name)] = version
-    for spec in project["dependencies"]:
-        requirement = Requirement(spec)
+    for line in lock.image_requirements():
+        requirement = Requirement(line)
         pinned = pins.get(canonicalize_name(requirement.name))
         assert pinned is not None, f"{requirement.name} is not in the image: run make lock"
         assert requirement.specifier.contains(pinned, prereleases=True), (
