@@ -13,7 +13,7 @@ mkdir -p "$OUT/gpu"
 {
     nvidia-smi
     "${PYTHON:-python3}" -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.__file__, o.get_available_providers())'
-    wrk --version 2>&1 | head -1
+    command -v wrk && wrk -v 2>&1 | head -1
 } 2>&1 | tee "$OUT/preflight.log"
 "${PYTHON:-python3}" -m vitserve.bench.gpu_suite --device cuda --out "$OUT/gpu" --work /tmp/vitserve-gpu-work "$@" 2>&1 |
     tee "$OUT/run.log"

@@ -14,8 +14,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEST=$ROOT/.whl/device
 PYTHON=${PYTHON:-python3}
 PY=${PY:-3.12}
-# The device image's own copies of these serve torch there; ours would shadow them.
-SKIP='^(numpy|nvidia-.*|onnx|protobuf|ml_dtypes|pillow|typing_extensions)=='
+# The device image's own copies of these serve torch there; ours would shadow them. (nvidia-ml-py is
+# carried: BentoML imports it at start-up.)
+SKIP='^(numpy|nvidia-cublas|nvidia-cuda-nvrtc|nvidia-cuda-runtime|nvidia-cudnn-cu13|nvidia-cufft|nvidia-curand|nvidia-nvjitlink|onnx|protobuf|ml_dtypes|pillow|typing_extensions)=='
 
 # What travels on every call besides the part: tracked and untracked-not-ignored files.
 tree_kib=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -c -k --files0-from=- 2>/dev/null | tail -1 | cut -f1)
