@@ -60,7 +60,7 @@ def decode_capacity(data: bytes, pre: Preprocessing, processes: int, seconds: fl
     """Images/s that `processes` processes decode and resize together, all starting at one instant."""
     context = multiprocessing.get_context("spawn")  # no copy of this process's threads and sessions
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        start = time.time() + 2.0 + 0.2 * processes  # time for every worker to spawn and warm up
+        start = time.time() + 1.5 + 0.1 * processes  # time for every worker to spawn and warm up
         jobs = [(data, pre.to_dict(), start, seconds)] * processes
         results = list(pool.map(_decode_loop, jobs))
     per_process = [count / elapsed for count, elapsed, _ in results]
