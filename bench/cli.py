@@ -1,4 +1,4 @@
-"""`vitserve bench ...`: benchmarks as a subcommand group: model, serve, peers, score."""
+"""`vitserve bench ...`: benchmarks as a subcommand group: model, serve, peers, score, gpu."""
 
 from __future__ import annotations
 
@@ -19,6 +19,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_serve(group)
     register_peers(group)
     register_score(group)
+    register_gpu(group)
+
+
+def register_gpu(group: argparse._SubParsersAction) -> None:
+    from vitserve.bench.gpu_suite import add_arguments
+
+    parser = group.add_parser(
+        "gpu",
+        help="issue 15's GPU run: FP16 export and placement, model-only img/s and MFU, the service",
+        description="Each stage in a process of its own under a time budget; results.json and summary.md "
+        "in --out (docs/gpu.md). --smoke runs the pipeline on a tiny ViT on any machine.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_gpu)
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    from vitserve.bench.gpu_suite import run_command
+
+    return run_command(args)
 
 
 def register_score(group: argparse._SubParsersAction) -> None:
