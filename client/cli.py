@@ -200,11 +200,17 @@ def _sigterm_as_interrupt(terminated: list[int]) -> Iterator[None]:
         terminated.append(signum)
         signal.raise_signal(signal.SIGINT)
 
+    # A process started in the background by a shell without job control (`cmd &` in a script, some
+    # entrypoint wrappers) inherits SIGINT ignored: then neither Ctrl-C nor SIGTERM would stop the
+    # run, and a pod would sit out its grace period until SIGKILL. Python's own handler is what
+    # asyncio.run looks for to turn SIGINT into a cancellation.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def run_classify(args: argparse.Namespace) -> int:

@@ -133,8 +133,12 @@ def test_sigterm_and_kill_9_resume_to_every_image_exactly_once(
 
     with GatedProxy(vitserve_server) as proxy:
         proxy.gate.let_through(12)  # 12 answers: two parts committed, two rows waiting for a third
+        # Started with SIGINT ignored, as a shell script's `cmd &` starts it: SIGTERM must still stop it.
         first = subprocess.Popen(
-            score(proxy.url, source, out, s3_env, *pace), env=s3_env, stderr=subprocess.PIPE
+            score(proxy.url, source, out, s3_env, *pace),
+            env=s3_env,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         proxy.gate.wait_until_waiting()
         wait_for(lambda: len(committed_parts(shard)) == 2, "two parts committed")
