@@ -106,12 +106,12 @@ def lit_span(out: np.ndarray) -> tuple[int, int]:
 
 
 def test_a_zero_with_faint_arcs_in_a_tiny_scan_is_found_whole() -> None:
-    # A 20-px scan of a "0" whose sides are dark and whose thin top and bottom arcs print faint
-    # (two fifths of the sides' contrast): the half-way level sees two separate strokes, too far apart
-    # to join; the box grows over the faint arcs to the whole digit, a ring and not one bar.
+    # A 20-px scan of a "0" whose sides are dark and whose one-pixel top and bottom arcs print at
+    # half the sides' contrast, less once blurred: the half-way level sees two separate strokes, too
+    # far apart to join; the box grows over the faint arcs to the whole digit, a ring, not one bar.
     scan = np.full((20, 20), 225, np.uint8)
     scan[3:17, 5:7] = scan[3:17, 13:15] = 40  # the sides
-    scan[3, 7:13] = scan[16, 7:13] = 150  # the faint arcs
+    scan[3, 7:13] = scan[16, 7:13] = 130  # the faint arcs
     out = normalise_digit(Image.fromarray(scan).convert("RGB"), PRE)
     height, width = lit_span(out)
     assert height >= 18 and width >= 12
