@@ -20,6 +20,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -122,9 +123,11 @@ def _truetype(path: Path, size: int, weight: int | None) -> ImageFont.FreeTypeFo
     if weight is not None:
         # Every other axis (optical size, width) at its default; the weight as asked.
         axes = face.get_variation_axes()
-        face.set_variation_by_axes(
-            [weight if axis["name"] == b"Weight" else axis["default"] for axis in axes]
-        )
+        # Pillow's stubs allow a None default; a variable font's axes always carry one.
+        values = [
+            float(weight) if axis["name"] == b"Weight" else cast(float, axis["default"]) for axis in axes
+        ]
+        face.set_variation_by_axes(values)
     return face
 
 

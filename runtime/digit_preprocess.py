@@ -171,8 +171,10 @@ def digit_box(ink: np.ndarray, floor: float) -> tuple[int, int, int, int]:
     # Hysteresis: widen the box over fainter ink next to it, columns first (looking a gap beyond
     # its rows, for a stroke that leaves it diagonally), then rows within those columns.
     weak = ink > floor + WEAK_LEVEL * (peak - floor)
-    left, right = grow_run(weak[max(0, top - gap) : bottom + gap].any(axis=0), left, right, gap)
-    top, bottom = grow_run(weak[:, max(0, left - gap) : right + gap].any(axis=1), top, bottom, gap)
+    left, right = grow_run(np.asarray(weak[max(0, top - gap) : bottom + gap].any(axis=0)), left, right, gap)
+    top, bottom = grow_run(
+        np.asarray(weak[:, max(0, left - gap) : right + gap].any(axis=1)), top, bottom, gap
+    )
     return left, top, right, bottom
 
 
