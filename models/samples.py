@@ -56,7 +56,7 @@ WHITE_ON_BLACK = Style("png", 28, (255, 255, 255), (0, 0, 0), grayscale=True)
 PAPER_JPEG = Style("jpg", 280, (20, 20, 20), (245, 245, 240))
 BLUE_ON_CREAM_WEBP = Style("webp", 112, (25, 40, 150), (250, 240, 215))
 PAPER_BMP = Style("bmp", 56, (10, 10, 10), (235, 235, 235), grayscale=True)
-# 3.0.0 finds the digit itself: a small one off-centre in a photo, on coloured paper.
+# Since 3.0.0 the service finds the digit for the model: a small one off-centre in a photo, on coloured paper.
 SMALL_IN_PHOTO_JPEG = Style("jpg", 64, (30, 30, 90), (250, 236, 130), frame=(320, 240))
 # Class -> style: every format and both polarities appear among the ten files.
 STYLES: dict[int, Style] = {

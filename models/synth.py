@@ -3,7 +3,8 @@
 `photograph` turns white-on-black ink (an MNIST training digit or a training-font glyph) into an
 RGB photo: ink and paper colours of either polarity, paper grain and uneven light, the digit
 anywhere from filling the frame to small and off-centre, rotated, blurred, shrunk to a low
-resolution, noisy and JPEG-compressed. `prepared` passes each photo through the artifact's own
+resolution (then sometimes enlarged again, blocky, by nearest neighbour), noisy and
+JPEG-compressed. `prepared` passes each photo through the artifact's own
 `normalise_digit`, so training sees exactly what the service will feed the model, artefacts
 included. Numpy and Pillow from one seeded `np.random.Generator`: a seed gives the same images.
 
@@ -29,6 +30,9 @@ class PhotoConfig:
     p_dark_on_light: float = 0.7  # the rest: light ink on a dark board or screen
     p_small: float = 0.3  # digit 12-35 % of the frame's shorter side, anywhere in it
     p_low_res: float = 0.3  # frame shrunk to 10-28 px before blur and compression
+    # Of those, the share a viewer or scanner then enlarged 2-5x by nearest neighbour (blocky).
+    p_blocky: float = 0.4
+    low_res_blur_px: tuple[float, float] = (0.2, 1.2)  # Gaussian radius at the low resolution
     max_rotation_deg: float = 12.0
     max_blur_px: float = 1.6  # Gaussian radius at the final resolution
     max_noise: float = 14.0  # pixel-level Gaussian noise sigma, 0-255 scale
@@ -100,7 +104,10 @@ def degrade(rgb: np.ndarray, low_res: bool, rng: np.random.Generator, config: Ph
         w, h = image.size
         shrink = side / min(w, h)
         image = image.resize((max(4, round(w * shrink)), max(4, round(h * shrink))), Image.Resampling.BOX)
-    radius = rng.uniform(0, config.max_blur_px) * min(1.0, min(image.size) / 64)
+        # A scan's optics blur at its own resolution, where a pixel is a large part of a stroke.
+        radius = rng.uniform(*config.low_res_blur_px)
+    else:
+        radius = rng.uniform(0, config.max_blur_px) * min(1.0, min(image.size) / 64)
     if radius > 0.2:
         image = image.filter(ImageFilter.GaussianBlur(radius))
     sigma = np.float32(rng.uniform(0, config.max_noise))
@@ -108,6 +115,9 @@ def degrade(rgb: np.ndarray, low_res: bool, rng: np.random.Generator, config: Ph
         np.asarray(image, np.float32) + rng.standard_normal((*image.size[::-1], 3), dtype=np.float32) * sigma
     )
     image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    if low_res and rng.random() < config.p_blocky:
+        factor = int(rng.integers(2, 6))
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     if rng.random() < 0.7:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=int(rng.integers(*config.jpeg_quality)))

@@ -90,7 +90,8 @@ def decode_image(data: bytes, pre: Preprocessing, limits: DecodeLimits) -> np.nd
         # Pillow reports a JPEG with a multi-picture (MPO) header, as many phone cameras write, as MPO.
         if image.format in ("JPEG", "MPO"):
             target = DIGIT_DECODE_SIDE if pre.digit_normalisation else _resize_target(pre) * 2
-            image.draft("RGB", (target, target))
+            # The digit normalisation reads luminance only: libjpeg then skips the colour planes.
+            image.draft("L" if pre.digit_normalisation else "RGB", (target, target))
         image = ImageOps.exif_transpose(image) or image
         rgb = to_rgb(image)
     except Image.DecompressionBombError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,18 @@ def test_photos_vary_and_come_back_white_on_black() -> None:
 def test_every_training_font_draws_every_digit() -> None:
     glyphs, labels = synth.font_glyphs(size=32)
     assert len(glyphs) == len(labels) and sorted(set(labels.tolist())) == list(range(10))
+
+
+def test_some_low_resolution_scans_come_back_enlarged_by_a_whole_factor() -> None:
+    digits = Digits.load(HELDOUT).subset(np.arange(12))
+    for n, image in enumerate(digits.images):
+        sizes = []
+        for p_blocky in (0.0, 1.0):
+            rng = np.random.default_rng(n)
+            config = replace(synth.PHOTO, p_blocky=p_blocky)
+            rgb = synth.colour_and_light(synth.place(image, False, rng, config), rng, config)
+            sizes.append(synth.degrade(rgb, True, rng, config).size)
+        (w, h), (big_w, big_h) = sizes
+        # The same 10-28 px scan, then enlarged 2-5x by nearest neighbour.
+        assert 10 <= min(w, h) <= 28
+        assert big_w % w == 0 and big_w // w in range(2, 6) and big_h == h * (big_w // w)

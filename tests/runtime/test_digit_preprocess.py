@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 
 from vitserve.runtime.artifact import DigitNormalisation, Preprocessing
 from vitserve.runtime.decode import DecodeLimits, decode_image
-from vitserve.runtime.digit_preprocess import normalise_digit
+from vitserve.runtime.digit_preprocess import noise_floor, normalise_digit
 
 HELDOUT = Path(__file__).resolve().parents[2] / "models" / "digits-vit" / "heldout.npz"
 PRE = Preprocessing(image_size=28, digit_normalisation=DigitNormalisation(box=20))
@@ -86,9 +86,7 @@ def test_a_small_digit_off_centre_in_a_large_photo_is_found_and_centred(
     cy, cx = centre_of_mass(out[..., 0].astype(float))
     assert abs(cy - 13.5) < 1.0 and abs(cx - 13.5) < 1.0
     # Fitted in the 20x20 box: nothing lit outside the middle 24x24.
-    ink = out[..., 0] > 64
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21
+    assert max(lit_span(out)) <= 21
 
 
 def test_a_speck_far_from_the_digit_is_left_out(digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -98,6 +96,42 @@ def test_a_speck_far_from_the_digit_is_left_out(digits: tuple[np.ndarray, np.nda
     specked[250:262, 330:342] = 0  # a dark fleck well away from the digit
     out = normalise_digit(Image.fromarray(specked), PRE)
     assert correlation(out, normalise_digit(clean, PRE)) > 0.97
+
+
+def lit_span(out: np.ndarray) -> tuple[int, int]:
+    """(rows, columns) spanned by the lit pixels of a normalised digit."""
+    lit = out[..., 0] > 64
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def test_a_zero_with_faint_arcs_in_a_tiny_scan_is_found_whole() -> None:
+    # A 20-px scan of a "0" whose sides are dark and whose one-pixel top and bottom arcs print at
+    # half the sides' contrast, less once blurred: the half-way level sees two separate strokes, too
+    # far apart to join; the box grows over the faint arcs to the whole digit, a ring, not one bar.
+    scan = np.full((20, 20), 225, np.uint8)
+    scan[3:17, 5:7] = scan[3:17, 13:15] = 40  # the sides
+    scan[3, 7:13] = scan[16, 7:13] = 130  # the faint arcs
+    out = normalise_digit(Image.fromarray(scan).convert("RGB"), PRE)
+    height, width = lit_span(out)
+    assert height >= 18 and width >= 12
+    # Both sides lit, the middle dark: the "0" came out as a ring.
+    middle_row = out[14, :, 0]
+    lit = np.flatnonzero(middle_row > 128)
+    assert lit.size and lit[-1] - lit[0] >= 8 and middle_row[13:15].max() < 64
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(0, 2**32 - 1), st.integers(1, 255))
+def test_the_noise_floor_is_the_median_plus_three_median_deviations(
+    height: int, width: int, seed: int, spread: int
+) -> None:
+    # Ranked from 256-bin histograms; must equal the plain definition (upper median for even counts).
+    ink = np.random.default_rng(seed).integers(0, spread + 1, (height, width)).astype(np.uint8)
+    flat = np.sort(ink.ravel().astype(float))
+    median = flat[flat.size // 2]
+    deviation = np.sort(np.abs(flat - median))[flat.size // 2]
+    assert noise_floor(ink) == median + 3.0 * deviation
 
 
 @pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255), (120, 200, 40)])
