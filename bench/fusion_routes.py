@@ -19,6 +19,7 @@ from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
 from vitserve.export.fusion import count_fusion
+from vitserve.models.loaders.huggingface import hf_config_for
 from vitserve.models.vit import PRESETS, ViT
 
 
@@ -65,16 +66,7 @@ def candidates() -> dict[str, nn.Module]:
         import transformers
     except ImportError:
         return models
-    hf_config = transformers.ViTConfig(  # type: ignore[call-arg]
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        hidden_size=config.dim,
-        num_hidden_layers=config.depth,
-        num_attention_heads=config.num_heads,
-        intermediate_size=int(config.dim * config.mlp_ratio),
-        num_labels=config.num_classes,
-        attn_implementation="eager",
-    )
+    hf_config = hf_config_for(config, attn_implementation="eager")
     models[f"transformers {transformers.__version__} ViTForImageClassification (eager)"] = (
         transformers.ViTForImageClassification(hf_config).eval()
     )

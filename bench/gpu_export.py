@@ -35,7 +35,7 @@ from vitserve.export.precision import to_fp16
 from vitserve.export.verify import find_heldout, load_heldout, top1_agreement, torch_logits
 from vitserve.export.write import with_metadata, write_atomic
 from vitserve.models.checkpoint import LoadedModel, load_checkpoint
-from vitserve.models.loaders.huggingface import load_hf_folder
+from vitserve.models.loaders.huggingface import hf_config_for, load_hf_folder
 from vitserve.models.vit import PRESETS, ViT, ViTConfig
 from vitserve.runtime.artifact import ARTIFACT_FILES, INPUT_NAME, Preprocessing, read_metadata
 from vitserve.runtime.decode import DecodeLimits, decode_image
@@ -69,15 +69,7 @@ def load_vit(config: SuiteConfig) -> tuple[LoadedModel, str]:
             loaded = LoadedModel(ViT(vit).eval(), labels, pre, "vit", "random", "")
             return loaded, f"vitserve's own ViT with random weights (transformers missing: {exc})"
         torch.manual_seed(0)
-        hf = transformers.ViTConfig(
-            image_size=vit.image_size,
-            patch_size=vit.patch_size,
-            hidden_size=vit.dim,
-            num_hidden_layers=vit.depth,
-            num_attention_heads=vit.num_heads,
-            intermediate_size=int(vit.dim * vit.mlp_ratio),
-        )
-        hf.num_labels = vit.num_classes  # id2label follows: LABEL_0, LABEL_1, ...
+        hf = hf_config_for(vit)  # id2label follows num_labels: LABEL_0, LABEL_1, ...
         transformers.ViTForImageClassification(hf).eval().save_pretrained(folder)
     return load_hf_folder(folder), "Hugging Face ViTForImageClassification config, random weights"
 

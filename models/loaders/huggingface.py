@@ -106,6 +106,23 @@ def vit_config_from_hf(config: dict[str, Any], path: Path) -> ViTConfig:
         raise CheckpointError(f"{path}: unsupported config: {exc}") from exc
 
 
+def hf_config_for(config: ViTConfig, **overrides: Any) -> Any:
+    """The transformers.ViTConfig of the same architecture (`vit_config_from_hf`'s inverse), for
+    building reference models; needs transformers (the test and export extras have it)."""
+    import transformers
+
+    return transformers.ViTConfig(  # type: ignore[call-arg]
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=config.dim,
+        num_hidden_layers=config.depth,
+        num_attention_heads=config.num_heads,
+        intermediate_size=int(config.dim * config.mlp_ratio),
+        num_labels=config.num_classes,
+        **overrides,
+    )
+
+
 def map_hf_state_dict(
     hf: dict[str, torch.Tensor], depth: int, qkv_bias: bool, path: Path
 ) -> dict[str, torch.Tensor]:
