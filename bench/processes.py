@@ -117,9 +117,10 @@ class ServerProcess:
         self.log_path = self._fixed_log or Path(tempfile.gettempdir()) / f"vitserve-{self.name}-{port}.log"
 
     @property
-    def root(self) -> psutil.Process:
+    def pid(self) -> int:
+        """The server's own process (the root of its tree)."""
         assert self.proc is not None, "not started"
-        return psutil.Process(self.proc.pid)
+        return self.proc.pid
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S, attempts: int = 3) -> Self:
         """Start (or restart, on the same port) and wait until ready."""

@@ -118,9 +118,9 @@ def measure_point(
 ) -> Point:
     url = server.url + server.spec.classify_path
     run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
-    cpu_before = tree_cpu_s(server.root.pid)
+    cpu_before = tree_cpu_s(server.pid)
     result: WrkResult = run_wrk(url, upload, concurrency, config.duration_s, think_ms=think_ms)
-    cpu = tree_cpu_s(server.root.pid) - cpu_before
+    cpu = tree_cpu_s(server.pid) - cpu_before
     answered = result.requests - result.failed
     return Point(
         concurrency=concurrency,
@@ -143,7 +143,7 @@ def measure_system(
         upload = spec.upload(*payload)
         check_answers(server, upload)
         time.sleep(1.0)  # let start-up and the check's garbage settle before reading memory
-        run.rss_at_rest_mib = tree_rss_mib(server.root.pid)
+        run.rss_at_rest_mib = tree_rss_mib(server.pid)
         run.processes = len(server.pids())
         for c in config.concurrencies:
             run.points.append(measure_point(server, upload, c, config))
