@@ -54,8 +54,8 @@ async def behind_the_door(scope: Any, receive: Any, send: Any) -> None:
 
 def serve(port: int) -> None:
     os.sched_setaffinity(0, {0})
-    door = FrontDoor(behind_the_door, frozenset({"/classify"}), timeout_s=60).in_front_of(behind_the_door)
-    door.open(AlwaysFull())
+    door = FrontDoor(frozenset({"/classify"}), timeout_s=60).in_front_of(behind_the_door)
+    door.open(AlwaysFull(), behind_the_door)
     uvicorn.run(door, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
 
 

@@ -12,15 +12,15 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from vitserve.runtime.decode import MEDIA_TYPES
-from vitserve.runtime.predictions import Prediction
-from vitserve.service.classify import ClassifyFlow, ItemResult
+from vitserve.service.classify import ClassifyFlow
+from vitserve.service.classify_http import json_bytes
 from vitserve.service.context import context_of, hand_over
 from vitserve.service.errors import ApiError
 from vitserve.service.explain import router as explain_router
-from vitserve.service.requests import parse_image_request, refuse_unknown_query
+from vitserve.service.requests import RequestParts
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
 from vitserve.service.settings import Settings
 from vitserve.service.worker import Worker
@@ -52,7 +52,6 @@ def _request_body(field: str, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 TOP_K_PARAM = {
     "name": "top_k",
     "in": "query",
@@ -62,27 +61,14 @@ TOP_K_PARAM = {
 }
 
 
-def _prediction_body(prediction: Prediction) -> dict[str, Any]:
-    return {
-        "label": prediction.label,
-        "score": prediction.score,
-        "top_k": [{"label": t.label, "index": t.index, "score": t.score} for t in prediction.top_k],
-    }
-
-
-def _model_ref(flow: ClassifyFlow) -> dict[str, str]:
-    return {"name": flow.metadata.model_name, "version": flow.metadata.model_version}
-
-
-def error_response(exc: ApiError) -> JSONResponse:
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    context_of(request).flow.metrics.rejected(exc.reason)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    context_of(request).flow.metrics.rejected(exc.reason)
-    return error_response(exc)
-
-
+# Declared here for the OpenAPI document. In a running worker the front door hands these POSTs to
+# the endpoint itself (service/classify_http.py) and they never reach FastAPI; a request that does
+# gets the same answer from the same code.
 @router.post(
     "/classify",
     response_model=Classification,
@@ -90,36 +76,8 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     openapi_extra={**_request_body("image", many=False), "parameters": [TOP_K_PARAM]},
     summary="Classify one image (multipart field `image`, or the raw image as the body)",
 )
-async def classify(request: Request) -> JSONResponse:
-    flow = context_of(request).flow
-    (result,) = await _parse_and_classify(request, field="image", many=False, max_images=1)
-    if result.error is not None:
-        return error_response(result.error)  # already counted as rejected by the flow
-    assert result.prediction is not None
-    return JSONResponse({**_prediction_body(result.prediction), "model": _model_ref(flow)})
-
-
-async def _parse_and_classify(request: Request, field: str, many: bool, max_images: int) -> list[ItemResult]:
-    """Shed, parse, then hand the images to the classify flow: both classify routes."""
-    context = context_of(request)
-    flow, settings = context.flow, context.settings
-    # Shed before reading the body: an overloaded worker should not even buffer the upload. Images
-    # are admitted only once the body is in, so clients trickling bytes cannot hold places
-    # (slowloris). The front door answers most of these before the route runs; this catches the rest.
-    if flow.admission.full():
-        raise flow.overloaded()
-    refuse_unknown_query(request, CLASSIFY_QUERY)
-    parsed = await parse_image_request(
-        request,
-        field=field,
-        many=many,
-        max_bytes=settings.max_body_bytes,
-        body_timeout_s=settings.body_timeout_s,
-        max_images=max_images,
-        default_top_k=settings.default_top_k,
-        num_classes=flow.metadata.num_classes,
-    )
-    return await flow.classify(parsed.images, parsed.top_k)
+async def classify(request: Request) -> Response:
+    return await _answer(request)
 
 
 @router.post(
@@ -129,15 +87,13 @@ async def _parse_and_classify(request: Request, field: str, many: bool, max_imag
     openapi_extra={**_request_body("images", many=True), "parameters": [TOP_K_PARAM]},
     summary="Classify several images (repeated multipart field `images`); results in the order sent",
 )
-async def classify_batch(request: Request) -> JSONResponse:
-    context = context_of(request)
-    limit = context.settings.max_batch_images
-    results = await _parse_and_classify(request, field="images", many=True, max_images=limit)
-    items = [
-        _prediction_body(r.prediction) if r.prediction is not None else r.error.body()  # type: ignore[union-attr]
-        for r in results
-    ]
-    return JSONResponse({"results": items, "model": _model_ref(context.flow)})
+async def classify_batch(request: Request) -> Response:
+    return await _answer(request)
+
+
+async def _answer(request: Request) -> Response:
+    answer = await context_of(request).endpoint.answer(request.url.path, RequestParts.of(request))
+    return Response(json_bytes(answer.body), answer.status, dict(answer.headers), "application/json")
 
 
 @router.get(

@@ -1,10 +1,11 @@
 """The BentoML service: wiring only. `bentoml serve vitserve.service.app:VitServe` (or `vitserve serve`).
 
 One image, socket to JSON:
-  uvicorn → FrontDoor (service/front_door.py: 429 if full, else straight to the routes)
-  → POST /classify (service/api.py: parse the body) → ClassifyFlow (service/classify.py: admit,
-  decode in a thread, batch) → Batcher (runtime/batcher.py: the images of concurrent requests, one
-  ONNX Runtime call in the model's thread) → top-k (runtime/predictions.py) → JSON.
+  uvicorn → FrontDoor (service/front_door.py: 429 if full, else straight to the endpoint)
+  → POST /classify (service/classify_http.py: parse the body, plain ASGI) → ClassifyFlow
+  (service/classify.py: admit, decode in a thread, batch) → Batcher (runtime/batcher.py: the images
+  of concurrent requests, one ONNX Runtime call in the model's thread) → top-k
+  (runtime/predictions.py) → JSON.
 Everything else (/explain, /model, probes, /metrics, /docs.json) crosses BentoML's own stack.
 
 BentoML's arbiter imports this module too, to read the service's configuration: what only a worker
@@ -37,7 +38,7 @@ HTTP_APP = FastAPI(
     docs_url=None,
     redoc_url=None,
 )
-DOOR = FrontDoor(HTTP_APP, CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s)
+DOOR = FrontDoor(CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s)
 
 
 @bentoml.service(
@@ -58,7 +59,7 @@ class VitServe:
         worker = build_worker(SETTINGS)
         self.flow = worker.flow
         install_routes(HTTP_APP, worker)
-        DOOR.open(worker.gatekeeper)
+        DOOR.open(worker.gatekeeper, worker.endpoint)
         self.shutdown = GracefulShutdown(
             "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
         )

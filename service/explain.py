@@ -31,7 +31,7 @@ from vitserve.runtime.rollout import HEAD_FUSIONS, RolloutError, rollout_map
 from vitserve.service.context import context_of
 from vitserve.service.errors import ApiError, from_decode_error
 from vitserve.service.heatmap import overlay_png
-from vitserve.service.requests import parse_image_request, refuse_unknown_query
+from vitserve.service.requests import RequestParts, parse_image_request, refuse_unknown_query
 from vitserve.service.schemas import ErrorBody
 
 if TYPE_CHECKING:
@@ -271,10 +271,10 @@ async def explain(request: Request) -> Response:
         raise _overloaded(
             f"{admission.in_flight} images are in flight on this worker", settings.retry_after_s
         )
-    refuse_unknown_query(request, EXPLAIN_QUERY)
+    refuse_unknown_query(request.query_params, EXPLAIN_QUERY)
     options = parse_explain_options(request.query_params, metadata.labels)
     parsed = await parse_image_request(
-        request,
+        RequestParts.of(request),
         field="image",
         many=False,
         max_bytes=settings.max_body_bytes,

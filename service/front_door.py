@@ -6,7 +6,7 @@ Crossing that stack cost a classify request more than the rest of its serving di
 has the profile). So the door takes POSTs to the classify paths itself:
 
 - no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread;
-- room: handed straight to the API routes (`direct`, the FastAPI app BentoML also mounts), under
+- room: handed straight to `direct` (service/classify_http.py's endpoint, a plain ASGI app), under
   the same request timeout, and counted into vitserve's own request metrics on the way out.
 
 Everything else (/explain, /model, probes, /metrics, /docs.json) goes through BentoML's app as before.
@@ -58,11 +58,11 @@ class Gatekeeper(Protocol):
 class FrontDoor:
     """ASGI app: POSTs to `paths` are refused or served by `direct`; everything else goes `behind`.
 
-    Until `open` hands it a Gatekeeper (the service instance exists), everything goes behind.
+    Until `open` hands it a Gatekeeper and `direct` (the service instance exists), everything goes behind.
     """
 
-    def __init__(self, direct: ASGIApp, paths: frozenset[str], timeout_s: float) -> None:
-        self.direct = direct
+    def __init__(self, paths: frozenset[str], timeout_s: float) -> None:
+        self.direct: ASGIApp | None = None
         self.paths = paths
         self.timeout_s = timeout_s
         self.behind: ASGIApp | None = None
@@ -73,14 +73,16 @@ class FrontDoor:
         self.behind = behind
         return self
 
-    def open(self, keeper: Gatekeeper) -> None:
+    def open(self, keeper: Gatekeeper, direct: ASGIApp) -> None:
+        self.direct = direct
         self.keeper = keeper
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keeper = self.keeper
+        keeper, direct = self.keeper, self.direct
         assert self.behind is not None, "FrontDoor.in_front_of was never called"
         if (
             keeper is None
+            or direct is None
             or scope["type"] != "http"
             or scope["method"] != "POST"
             or scope["path"] not in self.paths
@@ -125,7 +127,7 @@ class FrontDoor:
             await send(message)
 
         try:
-            await respond_within(self.direct, scope, receive_and_count, send_and_release, self.timeout_s)
+            await respond_within(direct, scope, receive_and_count, send_and_release, self.timeout_s)
         finally:
             if counted:
                 self.in_progress -= 1

@@ -8,17 +8,50 @@ server-side request forgery hole) and cannot take both forms on one route.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, QueryParams, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from vitserve.service.errors import ApiError
 
 RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RequestParts:
+    """What parsing needs of an HTTP request: from a Starlette Request (the FastAPI routes) or straight
+    from ASGI (the classify endpoint, service/classify_http.py, which builds no Request at all)."""
+
+    headers: Headers
+    query: QueryParams
+    body: AsyncIterator[bytes]
+
+    @classmethod
+    def of(cls, request: Request) -> RequestParts:
+        return cls(request.headers, request.query_params, request.stream())
+
+    @classmethod
+    def from_asgi(cls, scope: MutableMapping[str, Any], receive: Receive) -> RequestParts:
+        return cls(Headers(scope=scope), QueryParams(scope["query_string"]), _received_body(receive))
+
+
+async def _received_body(receive: Receive) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as ASGI delivers them; what Starlette's Request.stream() does, minus the Request."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
 
 
 @dataclass(frozen=True)
@@ -27,7 +60,7 @@ class ImageRequest:
     top_k: int
 
 
-async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+async def read_body(request: RequestParts, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, refused with 413 as soon as it passes max_bytes (declared or streamed), or with
     408 if it has not all arrived within timeout_s (a trickling client must not hold a worker's slot)."""
     declared = request.headers.get("content-length")
@@ -41,7 +74,7 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     size = 0
     try:
         with anyio.fail_after(timeout_s):
-            async for chunk in request.stream():
+            async for chunk in request.body:
                 size += len(chunk)
                 if size > max_bytes:
                     raise ApiError("payload_too_large", f"the body exceeds the limit of {max_bytes} bytes")
@@ -56,10 +89,10 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     return b"".join(chunks)
 
 
-def refuse_unknown_query(request: Request, known: frozenset[str]) -> None:
+def refuse_unknown_query(query: QueryParams, known: frozenset[str]) -> None:
     """An unknown query parameter is refused, not ignored: `?topk=3` silently answering with the
     default number of classes would hide the client's typo."""
-    unknown = sorted(set(request.query_params) - known)
+    unknown = sorted(set(query) - known)
     if unknown:
         raise ApiError("invalid_parameter", f"unknown query parameter(s) {unknown}; known: {sorted(known)}")
 
@@ -93,7 +126,7 @@ async def _file_bytes(field: str, value: UploadFile | str) -> bytes:
 
 
 async def parse_image_request(
-    request: Request,
+    request: RequestParts,
     field: str,
     many: bool,
     max_bytes: int,
@@ -106,10 +139,10 @@ async def parse_image_request(
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     body = await read_body(request, max_bytes, body_timeout_s)
-    if len(request.query_params.getlist("top_k")) > 1:
+    if len(request.query.getlist("top_k")) > 1:
         raise ApiError("invalid_parameter", "top_k is given more than once")
     # Validated even when the form also sets top_k (the form wins): a bad value is never ignored.
-    top_k = parse_top_k(request.query_params.get("top_k"), default_top_k, num_classes)
+    top_k = parse_top_k(request.query.get("top_k"), default_top_k, num_classes)
     if media_type == "multipart/form-data":
         parser = MultiPartParser(
             request.headers, _once(body), max_files=max_images, max_fields=16, max_part_size=1024

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from vitserve.runtime.decode import DecodeLimits
 from vitserve.service.admission import Admission
 from vitserve.service.classify import ClassifyFlow, Model
+from vitserve.service.classify_http import ClassifyEndpoint
 from vitserve.service.explain import Explainer
 from vitserve.service.front_door import Refusal, Scope
 from vitserve.service.metrics import ServiceMetrics
@@ -61,6 +62,7 @@ class Worker:
 
     settings: Settings
     flow: ClassifyFlow
+    endpoint: ClassifyEndpoint  # POST /classify and /classify_batch, which the front door serves
     explainer: Explainer
     gatekeeper: Gatekeeper
 
@@ -94,4 +96,5 @@ def build_worker(settings: Settings) -> Worker:
         retry_after_s=settings.retry_after_s,
     )
     explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
-    return Worker(settings, flow, explainer, Gatekeeper(flow, log_access=bool(settings.access_log)))
+    gatekeeper = Gatekeeper(flow, log_access=bool(settings.access_log))
+    return Worker(settings, flow, ClassifyEndpoint(flow, settings), explainer, gatekeeper)

@@ -3,56 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR
+from tests.service.conftest import SETTINGS, flow_with
+from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import top_k_predictions
-from vitserve.service.admission import Admission
-from vitserve.service.classify import ClassifyFlow
 from vitserve.service.errors import ApiError
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.model import LocalModel
-from vitserve.service.settings import Settings
-
-# FP32: an image's scores do not depend on its batch-mates, so answers compare exactly to one-by-one runs.
-SETTINGS = Settings(model_dir=DEFAULT_MODEL_DIR, precision="fp32", device="cpu", intra_op_threads=1)
-
-
-class Gauge:
-    """Admission's in-flight gauge, kept as a plain number to read back."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.value += n
-
-    def dec(self, n: int = 1) -> None:
-        self.value -= n
-
-
-@pytest.fixture(scope="module")
-def metrics() -> ServiceMetrics:
-    return ServiceMetrics.create()  # once: prometheus_client refuses a second registration
-
-
-@pytest.fixture(scope="module")
-def model(metrics: ServiceMetrics) -> Iterator[LocalModel]:
-    model = LocalModel(SETTINGS, observer=metrics)
-    yield model
-    model.close()
-
-
-def flow_with(model: LocalModel, metrics: ServiceMetrics, limit: int = 128) -> tuple[ClassifyFlow, Gauge]:
-    gauge = Gauge()
-    flow = ClassifyFlow(
-        model, Admission(limit, gauge), metrics, DecodeLimits(), decode_threads=2, retry_after_s=3
-    )
-    return flow, gauge
 
 
 def samples() -> list[bytes]:

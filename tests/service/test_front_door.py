@@ -40,9 +40,9 @@ class Keeper:
 def door_around(
     direct: object, keeper: Keeper | None, behind: object = None, timeout_s: float = 60
 ) -> FrontDoor:
-    door = FrontDoor(direct, GUARDED, timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
+    door = FrontDoor(GUARDED, timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
     if keeper is not None:
-        door.open(keeper)
+        door.open(keeper, direct)  # type: ignore[arg-type]
     return door
 
 
