@@ -4,8 +4,8 @@ BentoML's own TimeoutMiddleware (bentoml 1.4.40) arms a `loop.call_later(timeout
 and never cancels it: the timer holds the request's context for the full timeout, 60 s by default,
 after the request is long answered. Under a 5x flood the collector's oldest generation held 105k such
 objects after 29 s, and every full collection walked them, stopping the event loop for 31-93 ms every
-few seconds (docs/reliability.md). `asyncio.wait(..., timeout=)` cancels its timer as soon as the
-request answers. The front door uses this for classify requests; service/request_timeout.py makes
+few seconds (docs/reliability.md). `asyncio.timeout` here cancels its timer as soon as the response
+starts or the request ends. The front door uses this for classify requests; service/request_timeout.py makes
 BentoML's middleware use it for the rest.
 """
 
@@ -18,22 +18,27 @@ from starlette.responses import JSONResponse
 
 
 async def respond_within(app: Any, scope: Any, receive: Any, send: Any, timeout_s: float) -> None:
-    """Run the ASGI `app`; if its response has not started after timeout_s, cancel it and answer 504."""
-    loop = asyncio.get_running_loop()
-    started: asyncio.Future[None] = loop.create_future()
+    """Run the ASGI `app`; if its response has not started after timeout_s, cancel it and answer 504.
 
-    async def send_and_mark(message: Any) -> None:
-        if not started.done():
-            started.set_result(None)
+    The app runs in the calling task under `asyncio.timeout`, whose one timer is disarmed when the
+    response starts: no task, future or wait set per request (the classify hot path crosses this).
+    """
+    started = False
+    deadline = asyncio.timeout(timeout_s)
+
+    async def send_and_disarm(message: Any) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            deadline.reschedule(None)  # a response that has started is never cut
         await send(message)
 
-    task = asyncio.ensure_future(app(scope, receive, send_and_mark))
-    # Done when the response starts or the app returns, whichever comes first; else the timeout.
-    done, _ = await asyncio.wait({started, task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    if not started.done():
-        started.cancel()
-    if not done and task.cancel():
-        body = {"error": f"Not able to process the request in {timeout_s} seconds"}
-        await JSONResponse(body, status_code=504)(scope, receive, send)
+    try:
+        async with deadline:
+            await app(scope, receive, send_and_disarm)
         return
-    await task
+    except TimeoutError:
+        if started or not deadline.expired():
+            raise  # the app's own TimeoutError, not the deadline's
+    body = {"error": f"Not able to process the request in {timeout_s} seconds"}
+    await JSONResponse(body, status_code=504)(scope, receive, send)
