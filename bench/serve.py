@@ -5,7 +5,7 @@ For each model directory, in one run and on the same ORT thread budget:
   each server started in turn, probed until ready, its resident memory read at rest, then driven by
   wrk (bench/wrk.py) closed-loop at each concurrency: img/s, p50/p99, and server CPU per image (CPU
   seconds of the server's whole process tree / images answered), beside the generator's own CPU;
-  half-load  vitserve at half its peak rate, from connections pausing at random (p99 vs p50).
+  half-load  vitserve and naive at half their peak rates, from connections pausing at random (p99 vs p50).
 Rounds repeat the servers in alternating order, so that drift in the machine's load shows up as spread
 between rounds instead of favouring whoever ran first; the tables quote medians over rounds.
 
@@ -86,7 +86,7 @@ class ModelReport:
     model_only_b1: float
     model_only_batch: float
     runs: list[SystemRun] = field(default_factory=list)
-    half_load: Point | None = None
+    half_load: dict[str, Point] = field(default_factory=dict)  # server name -> latency at half its peak
 
 
 class Server(ServerProcess):
@@ -217,11 +217,14 @@ def run(
                 report.runs.append(measure_system(spec, model_dir, payload, config))
         for name, why in (unavailable or {}).items():
             report.runs.append(SystemRun(name, error=why))
-        vitserve = [r for r in report.runs if r.name == "vitserve" and r.points]
-        if config.half_load and vitserve:
-            peak = statistics.median(max(p.images_per_s for p in r.points) for r in vitserve)
-            spec = next(s for s in specs if s.name == "vitserve")
-            report.half_load = half_load(spec, model_dir, payload, peak / 2, config)
+        if config.half_load:
+            # vitserve's, and the naive server's at half of its own peak: the same open-loop arrivals
+            # to a server that never batches show what of the tail is queueing, not batching.
+            for spec in specs:
+                measured = [r for r in report.runs if r.name == spec.name and r.points]
+                if spec.name in ("vitserve", "naive") and measured:
+                    peak = statistics.median(max(p.images_per_s for p in r.points) for r in measured)
+                    report.half_load[spec.name] = half_load(spec, model_dir, payload, peak / 2, config)
         reports.append(report)
     return reports
 
@@ -364,12 +367,11 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
             )
     rss = statistics.median(r.rss_at_rest_mib for r in ok["vitserve"])
     lines.append(f"- vitserve RSS at rest: {rss:.0f} MiB")
-    half = report.half_load
-    if half is not None:
+    for name, half in report.half_load.items():
         ratio = half.p99_ms / max(half.p50_ms, 1e-9)
         lines.append(
-            f"- half of capacity ({half.images_per_s:.1f} img/s answered, {half.concurrency} connections "
-            f"pausing at random): p50 {half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms, p99/p50 {ratio:.2f}, "
-            f"errors {half.failed}"
+            f"- {name} at half of its capacity ({half.images_per_s:.1f} img/s answered, {half.concurrency} "
+            f"connections pausing at random): p50 {half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms, "
+            f"p99/p50 {ratio:.2f}, errors {half.failed}"
         )
     return lines
