@@ -134,7 +134,7 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="LABEL:VITSERVE_X=V[,...]",
-        help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN_WAIT=1 (repeatable)",
+        help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN=always (repeatable)",
     )
 
 

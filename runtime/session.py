@@ -22,6 +22,7 @@ from vitserve.runtime.artifact import (
     ArtifactMetadata,
     metadata_from_props,
 )
+from vitserve.runtime.spin import spin_config
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ class SessionOptions:
     device: str = "auto"  # auto | cuda | cpu
     intra_op_threads: int = 0  # 0: the CPU budget
     inter_op_threads: int = 1
-    # ORT's intra-op threads spin-wait for the next run after each one by default. In a server the
-    # cores they spin on are the ones HTTP parsing and image decoding need between batches.
-    spin_wait: bool = False
+    spin: str = "run"  # how the intra-op threads wait for work: runtime/spin.py
 
 
 def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
@@ -88,7 +87,8 @@ class OnnxClassifier:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = options.inter_op_threads
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin_wait else "0")
+        for key, value in spin_config(options.spin).items():
+            so.add_session_config_entry(key, value)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [CUDA, CPU] if want_cuda else [CPU]
         try:

@@ -33,7 +33,7 @@ class LocalModel:
                 precision=settings.precision,
                 device=settings.device,
                 intra_op_threads=settings.intra_op_threads,
-                spin_wait=bool(settings.ort_spin_wait),
+                spin=settings.ort_spin,
             ),
         )
         self.metadata = self.classifier.metadata

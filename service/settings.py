@@ -13,6 +13,7 @@ from pathlib import Path
 
 import vitserve.models
 from vitserve.runtime.artifact import PRECISIONS
+from vitserve.runtime.spin import SPIN_MODES
 
 PREFIX = "VITSERVE_"
 DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
@@ -49,12 +50,16 @@ class Settings:
     api_workers: int = 1  # processes that parse and decode requests
     decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
-    # 1 lets ORT's intra-op threads spin-wait for work instead of sleeping: a faster batch of one on
-    # an otherwise idle machine, but cores burnt that decoding and HTTP parsing need (docs/benchmarks.md).
-    ort_spin_wait: int = 0
+    # How ONNX Runtime's threads wait for work: run (spin inside a run only), always (ORT's default:
+    # also a while after each run), never (park between operators). runtime/spin.py says what each costs.
+    ort_spin: str = "run"
     # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
     # vitserve_requests_total / vitserve_request_seconds metrics.
     access_log: int = 1
+    # The interpreter's thread switch interval in µs (sys.setswitchinterval); 0 keeps Python's 5,000.
+    # The event loop gives up the GIL at every socket read and write; with decode threads busy it then
+    # waits up to one interval to get it back.
+    gil_switch_us: int = 0
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.
@@ -93,10 +98,18 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
-        for name in ("ort_spin_wait", "access_log"):
+        if self.ort_spin not in SPIN_MODES:
+            raise SettingsError(f"{PREFIX}ORT_SPIN must be {', '.join(SPIN_MODES)}, not {self.ort_spin!r}")
+        for name in ("access_log",):
             if getattr(self, name) not in (0, 1):
                 raise SettingsError(f"{PREFIX}{name.upper()} must be 0 or 1, got {getattr(self, name)}")
-        for name in ("retry_after_s", "intra_op_threads", "batch_wait_ms", "shutdown_delay_s"):
+        for name in (
+            "retry_after_s",
+            "intra_op_threads",
+            "batch_wait_ms",
+            "shutdown_delay_s",
+            "gil_switch_us",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
         if self.body_timeout_s >= self.request_timeout_s:

@@ -26,6 +26,7 @@ from vitserve.runtime.session import (
     choose_artifact,
     cpu_budget,
 )
+from vitserve.service.settings import Settings, SettingsError
 
 TINY = ViTConfig(image_size=32, patch_size=8, num_classes=5, dim=32, depth=2, num_heads=2)
 LABELS = tuple(f"class{i}" for i in range(TINY.num_classes))
@@ -214,6 +215,24 @@ def test_wrong_input_raises_value_error(
 def test_zero_threads_means_the_cpu_budget(artifact_dir: Path) -> None:
     loaded = OnnxClassifier(artifact_dir, SessionOptions(device="cpu", intra_op_threads=0))
     assert loaded.intra_op_threads == cpu_budget()
+
+
+@pytest.mark.parametrize(
+    ("mode", "allow_spinning", "stop_after_run"),
+    [("run", "1", "1"), ("always", "1", "0"), ("never", "0", "0")],
+)
+def test_the_spin_mode_reaches_the_session(
+    artifact_dir: Path, mode: str, allow_spinning: str, stop_after_run: str
+) -> None:
+    loaded = OnnxClassifier(artifact_dir, SessionOptions(device="cpu", spin=mode))
+    options = loaded.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow_spinning
+    assert options.get_session_config_entry("session.force_spinning_stop") == stop_after_run
+
+
+def test_an_unknown_spin_mode_is_refused_by_the_settings() -> None:
+    with pytest.raises(SettingsError, match="VITSERVE_ORT_SPIN must be run, always, never"):
+        Settings.from_env({"VITSERVE_ORT_SPIN": "1"})
 
 
 def test_auto_picks_int8_on_the_cpu_and_reads_its_own_metadata(
