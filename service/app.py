@@ -14,12 +14,14 @@ needs (the routes, numpy, Pillow, ONNX Runtime) is imported in the worker, in `V
 
 from __future__ import annotations
 
+import sys
+
 import bentoml
 from fastapi import FastAPI
 
 from vitserve.service.front_door import FrontDoor
 from vitserve.service.heap import freeze_startup_heap
-from vitserve.service.logs import enable_vitserve_logging
+from vitserve.service.logs import enable_vitserve_logging, write_access_log_in_a_thread
 from vitserve.service.model_server import model_server_service
 from vitserve.service.outer_app import wrap_service_app
 from vitserve.service.request_timeout import cancel_request_timers
@@ -56,6 +58,10 @@ class VitServe:
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()
+        if SETTINGS.access_log:
+            write_access_log_in_a_thread()
+        if SETTINGS.gil_switch_us:
+            sys.setswitchinterval(SETTINGS.gil_switch_us / 1e6)
         worker = build_worker(SETTINGS)
         self.flow = worker.flow
         install_routes(HTTP_APP, worker)
