@@ -1,7 +1,14 @@
-"""Logits -> ranked predictions: a numerically stable softmax and top-k, outside any service class."""
+"""Logits -> ranked predictions: a numerically stable softmax and top-k, outside any service class.
+
+The service splits the two: `softmax` runs once per batch in the model's thread (service/model.py),
+and `ranked_predictions` runs per request on the event loop in plain Python. NumPy's calls release
+the GIL, and on a loaded worker the loop then waited for a decode thread to hand it back: per-request
+softmax and argsort were half of the event loop's busy time at 64 clients (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,14 +37,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def top_k_predictions(logits: np.ndarray, labels: tuple[str, ...], k: int) -> list[Prediction]:
     """One Prediction per row of (N, C) logits, with the k most likely classes in descending order."""
-    if logits.ndim != 2 or logits.shape[1] != len(labels):
-        raise ValueError(f"logits of shape {logits.shape} do not match {len(labels)} labels")
+    return ranked_predictions(softmax(logits), labels, k)
+
+
+def ranked_predictions(probs: np.ndarray, labels: tuple[str, ...], k: int) -> list[Prediction]:
+    """One Prediction per row of (N, C) probabilities (`softmax`'s), the k most likely first."""
+    if probs.ndim != 2 or probs.shape[1] != len(labels):
+        raise ValueError(f"scores of shape {probs.shape} do not match {len(labels)} labels")
     k = max(1, min(k, len(labels)))
-    probs = softmax(logits)
-    # Stable sort on -p keeps ties in class order, so identical inputs always rank identically.
-    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    classes = range(len(labels))
     predictions = []
-    for row, indices in zip(probs, order, strict=True):
-        ranked = tuple(TopK(labels[i], int(i), float(row[i])) for i in indices)
+    for row in probs.tolist():
+        # nlargest is sorted(..., reverse=True)[:k], which is stable: ties keep class order, so
+        # identical inputs always rank identically.
+        ranked = tuple(TopK(labels[i], i, row[i]) for i in heapq.nlargest(k, classes, key=row.__getitem__))
         predictions.append(Prediction(label=ranked[0].label, score=ranked[0].score, top_k=ranked))
     return predictions

@@ -57,7 +57,7 @@ class SessionOptions:
     device: str = "auto"  # auto | cuda | cpu
     intra_op_threads: int = 0  # 0: the CPU budget
     inter_op_threads: int = 1
-    spin: str = "run"  # how the intra-op threads wait for work: runtime/spin.py
+    spin: str = "never"  # how the intra-op threads wait for work: runtime/spin.py
 
 
 def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:

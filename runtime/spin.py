@@ -1,18 +1,20 @@
 """How ONNX Runtime's intra-op threads wait for work, as session config entries.
 
-- run (the default): they spin inside a run, where each operator hands them work within microseconds,
-  and stop as soon as it returns (`session.force_spinning_stop`), so the cores that HTTP parsing and
-  decoding need between batches are not burnt;
-- always: ORT's default; they also spin a while after each run;
-- never: they park between operators too. That was vitserve's setting until ViT-Ti/16 measured a fifth
-  of its throughput lost to it (docs/benchmarks.md).
+- never (the default): they sleep until an operator hands them work; no core is burnt waiting;
+- run: they spin inside a run and stop as soon as it returns (`session.force_spinning_stop`);
+- always: ORT's own default; they also spin a while after each run.
+
+On the 2-core machine the serving benchmark runs on, spinning lost: the spinning threads take CPU that
+decoding and HTTP need (3 rounds side by side: digits at 64 clients 478 img/s never, 456 run;
+ViT-Ti/16 at 32 clients 46.7 never, 43.7 run; and less server CPU per image with never in both,
+docs/benchmarks.md). With more cores than ORT threads, `run` may win a batch's latency back.
 
 Importable without ONNX Runtime: the settings check the mode where BentoML's arbiter reads them.
 """
 
 from __future__ import annotations
 
-SPIN_MODES = ("run", "always", "never")
+SPIN_MODES = ("never", "run", "always")
 
 
 def spin_config(mode: str) -> dict[str, str]:

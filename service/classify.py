@@ -19,7 +19,7 @@ import numpy as np
 from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import BatcherClosed, DeadlineExceeded
 from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_image
-from vitserve.runtime.predictions import Prediction, top_k_predictions
+from vitserve.runtime.predictions import Prediction, ranked_predictions
 from vitserve.service.admission import Admission
 from vitserve.service.errors import ApiError, from_decode_error
 from vitserve.service.metrics import ServiceMetrics
@@ -33,7 +33,8 @@ class Model(Protocol):
     metadata: ArtifactMetadata
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits, batched with other callers' images."""
+        """(N, H, W, 3) uint8 -> (N, num_classes) float64 class probabilities (softmax of the logits),
+        batched with other callers' images."""
         ...
 
     def info(self) -> dict[str, object]:
@@ -113,8 +114,8 @@ class ClassifyFlow:
         good = [(i, d) for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         if good:
             pixels = good[0][1][None] if len(good) == 1 else np.stack([d for _, d in good])
-            logits = await self._infer(pixels)
-            predictions = top_k_predictions(logits, self.metadata.labels, top_k)
+            probs = await self._infer(pixels)
+            predictions = ranked_predictions(probs, self.metadata.labels, top_k)
             for (i, _), prediction in zip(good, predictions, strict=True):
                 results[i] = ItemResult(prediction=prediction)
                 self.metrics.classified(prediction.label)

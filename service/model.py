@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from vitserve.runtime.batcher import Batcher, BatchObserver, warm_up_sizes
+from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.settings import Settings
 
@@ -38,7 +39,7 @@ class LocalModel:
         )
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
-            self.classifier.predict_batch,
+            self._probabilities,
             max_batch_size=settings.max_batch_size,
             deadline_s=settings.max_latency_ms / 1000,
             max_wait_s=settings.batch_wait_ms / 1000,
@@ -47,6 +48,10 @@ class LocalModel:
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(settings.max_batch_size), self.classifier.input_shape)
         log.info("warm-up took %.2f s", time.perf_counter() - started)
+
+    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
+        return softmax(self.classifier.predict_batch(pixels))
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
         return await self.batcher.infer(pixels)

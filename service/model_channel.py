@@ -1,4 +1,4 @@
-"""Pixels to the model server and logits back over a Unix socket: the shape with several API workers.
+"""Pixels to the model server and probabilities back over a Unix socket: the shape with several API workers.
 
 With several API workers the images of all of them must meet in one batch, so the ONNX Runtime
 session and its batcher live in one model server process (service/model_server.py). Each API worker
@@ -9,8 +9,8 @@ serialisation: a fixed header and the array's bytes, each way.
 Frames (little-endian):
   hello, server -> worker, once per connection: u32 length + JSON {"metadata": ..., "info": ...}
   request:  u32 id, u32 n, u32 height, u32 width, u32 channels, then n*h*w*c uint8 bytes
-  response: u32 id, u8 status, u32 rows, u32 cols, u32 error length, then rows*cols float32 logits
-            (status OK) or the error message (utf-8)
+  response: u32 id, u8 status, u32 rows, u32 cols, u32 error length, then rows*cols float64 class
+            probabilities (status OK) or the error message (utf-8)
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ChannelServer:
 
     async def _answer(self, writer: asyncio.StreamWriter, request_id: int, pixels: np.ndarray) -> None:
         try:
-            logits = await self.model.infer(pixels)  # type: ignore[attr-defined]
+            probs = await self.model.infer(pixels)  # type: ignore[attr-defined]
         except Exception as exc:
             status = next((s for s, cls in STATUS_ERRORS.items() if isinstance(exc, cls)), FAILED)
             if status == FAILED:
@@ -114,8 +114,8 @@ class ChannelServer:
             message = f"{type(exc).__name__}: {exc}".encode()
             frame = RESPONSE.pack(request_id, status, 0, 0, len(message)) + message
         else:
-            logits = np.ascontiguousarray(logits, dtype=np.float32)
-            frame = RESPONSE.pack(request_id, OK, logits.shape[0], logits.shape[1], 0) + logits.tobytes()
+            probs = np.ascontiguousarray(probs, dtype=np.float64)
+            frame = RESPONSE.pack(request_id, OK, probs.shape[0], probs.shape[1], 0) + probs.tobytes()
         if not writer.is_closing():
             writer.write(frame)
 
@@ -183,8 +183,8 @@ class _Connection:
                     await self.reader.readexactly(RESPONSE.size)
                 )
                 if status == OK:
-                    data = await self.reader.readexactly(rows * cols * 4)
-                    result: np.ndarray | Exception = np.frombuffer(data, dtype=np.float32).reshape(rows, cols)
+                    data = await self.reader.readexactly(rows * cols * 8)
+                    result: np.ndarray | Exception = np.frombuffer(data, dtype=np.float64).reshape(rows, cols)
                 else:
                     message = (await self.reader.readexactly(error_length)).decode(errors="replace")
                     result = STATUS_ERRORS.get(status, ModelServerError)(message)

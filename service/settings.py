@@ -50,16 +50,17 @@ class Settings:
     api_workers: int = 1  # processes that parse and decode requests
     decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
-    # How ONNX Runtime's threads wait for work: run (spin inside a run only), always (ORT's default:
-    # also a while after each run), never (park between operators). runtime/spin.py says what each costs.
-    ort_spin: str = "run"
+    # How ONNX Runtime's threads wait for work: never (sleep), run (spin inside a run only), always
+    # (ORT's default: also a while after each run). runtime/spin.py says what each cost.
+    ort_spin: str = "never"
     # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
     # vitserve_requests_total / vitserve_request_seconds metrics.
     access_log: int = 1
     # The interpreter's thread switch interval in µs (sys.setswitchinterval); 0 keeps Python's 5,000.
     # The event loop gives up the GIL at every socket read and write; with decode threads busy it then
-    # waits up to one interval to get it back.
-    gil_switch_us: int = 0
+    # waited up to one interval to get it back (digits at 8 clients: 502 img/s at 500 µs, 437 at
+    # Python's 5,000; docs/benchmarks.md).
+    gil_switch_us: int = 500
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.

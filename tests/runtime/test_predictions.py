@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from vitserve.runtime.predictions import Prediction, TopK, softmax, top_k_predictions
+from vitserve.runtime.predictions import Prediction, TopK, ranked_predictions, softmax, top_k_predictions
 
 LABELS = ("cat", "dog", "fox", "owl", "yak")
 
@@ -122,3 +122,13 @@ def test_input_logits_are_not_modified() -> None:
 def test_logits_that_do_not_match_the_labels_raise(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="do not match 5 labels"):
         top_k_predictions(np.zeros(shape, dtype=np.float32), LABELS, k=3)
+
+
+def test_ranking_probabilities_is_top_k_of_their_logits() -> None:
+    """The service ranks the model thread's probabilities (service/model.py): same answers as offline."""
+    logits = np.random.default_rng(1).normal(scale=4, size=(6, 5)).astype(np.float32)
+    logits[2] = [1.0, 3.0, 1.0, 3.0, 1.0]  # ties too
+    for k in (1, 3, 5, 9):
+        assert ranked_predictions(softmax(logits), LABELS, k) == top_k_predictions(logits, LABELS, k)
+    with pytest.raises(ValueError, match="do not match"):
+        ranked_predictions(softmax(logits[:, :4]), LABELS, 3)

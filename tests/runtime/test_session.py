@@ -231,7 +231,7 @@ def test_the_spin_mode_reaches_the_session(
 
 
 def test_an_unknown_spin_mode_is_refused_by_the_settings() -> None:
-    with pytest.raises(SettingsError, match="VITSERVE_ORT_SPIN must be run, always, never"):
+    with pytest.raises(SettingsError, match="VITSERVE_ORT_SPIN must be never, run, always"):
         Settings.from_env({"VITSERVE_ORT_SPIN": "1"})
 
 

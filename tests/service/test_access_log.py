@@ -29,8 +29,8 @@ def wait_for_lines(log: Path, count: int, timeout_s: float = 60) -> list[str]:
 
 def test_each_classify_request_gets_one_line_with_its_status(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
-    # A short switch interval too: the server runs and answers with it.
-    with running_server(env={"VITSERVE_GIL_SWITCH_US": "500"}, log_path=log) as server:
+    # A switch interval of its own too: the server runs and answers with it.
+    with running_server(env={"VITSERVE_GIL_SWITCH_US": "2000"}, log_path=log) as server:
         for _ in range(3):
             assert httpx.post(f"{server.url}/classify", files={"image": ("d.png", IMAGE)}).status_code == 200
         bad = httpx.post(f"{server.url}/classify", content=b"x", headers={"content-type": "text/plain"})

@@ -1,4 +1,4 @@
-"""The model server's socket channel: pixels in, logits out, many calls in flight, a restart ridden out.
+"""The model server's socket channel: pixels in, probabilities out, many calls in flight, restarts ridden out.
 
 A real ChannelServer serves a real model (the shipped artifact behind the batcher) on a Unix socket
 in this process's event loop; RemoteModel is the API worker's side of it.
@@ -16,6 +16,7 @@ import pytest
 from tests.support import DEFAULT_MODEL_DIR
 from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import DeadlineExceeded
+from vitserve.runtime.predictions import softmax
 from vitserve.service.model import LocalModel
 from vitserve.service.model_channel import (
     ChannelServer,
@@ -58,7 +59,7 @@ async def connect(path: Path, retries: list[int]) -> RemoteModel:
     return RemoteModel(path, hello, attempts=3, on_retry=lambda: retries.append(1))
 
 
-def test_concurrent_calls_come_back_to_their_callers_with_the_models_logits(
+def test_concurrent_calls_come_back_to_their_callers_with_the_models_probabilities(
     model: LocalModel, tmp_path: Path
 ) -> None:
     path = tmp_path / "model.sock"
@@ -76,7 +77,9 @@ def test_concurrent_calls_come_back_to_their_callers_with_the_models_logits(
 
     results, remote = asyncio.run(go())
     for got, sent in zip(results, batches, strict=True):
-        np.testing.assert_allclose(got, model.classifier.predict_batch(sent), rtol=1e-5, atol=1e-5)
+        # float64 both ways: what the model server computed arrives bit for bit.
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, softmax(model.classifier.predict_batch(sent)), rtol=1e-5, atol=1e-7)
     assert remote.metadata == model.metadata
     assert remote.info() == model.info()
 
