@@ -14,12 +14,11 @@ needs (the routes, numpy, Pillow, ONNX Runtime) is imported in the worker, in `V
 
 from __future__ import annotations
 
-import sys
-
 import bentoml
 from fastapi import FastAPI
 
 from vitserve.service.front_door import FrontDoor
+from vitserve.service.gil import follow_the_model
 from vitserve.service.heap import freeze_startup_heap
 from vitserve.service.logs import enable_vitserve_logging, write_access_log_in_a_thread
 from vitserve.service.model_server import model_server_service
@@ -60,9 +59,8 @@ class VitServe:
         enable_vitserve_logging()
         if SETTINGS.access_log:
             write_access_log_in_a_thread()
-        if SETTINGS.gil_switch_us:
-            sys.setswitchinterval(SETTINGS.gil_switch_us / 1e6)
         worker = build_worker(SETTINGS)
+        follow_the_model(SETTINGS.gil_switch_us, worker.flow.model.info())
         self.flow = worker.flow
         install_routes(HTTP_APP, worker)
         DOOR.open(worker.gatekeeper, worker.endpoint)

@@ -8,6 +8,7 @@ second HTTP stack and no serialisation.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 
 import numpy as np
@@ -48,6 +49,17 @@ class LocalModel:
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(settings.max_batch_size), self.classifier.input_shape)
         log.info("warm-up took %.2f s", time.perf_counter() - started)
+        self.batch_one_ms = self._time_batch_of_one()
+
+    def _time_batch_of_one(self, runs: int = 5) -> float:
+        """Median ms of one image through the session: what the worker's thread switching follows."""
+        pixels = np.zeros((1, *self.classifier.input_shape), dtype=np.uint8)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            self.classifier.predict_batch(pixels)
+            times.append(1000 * (time.perf_counter() - started))
+        return statistics.median(times)
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
@@ -64,6 +76,7 @@ class LocalModel:
             "intra_op_threads": self.classifier.intra_op_threads,
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
+            "batch_one_ms": round(self.batch_one_ms, 3),
         }
 
     def close(self) -> None:

@@ -56,11 +56,9 @@ class Settings:
     # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
     # vitserve_requests_total / vitserve_request_seconds metrics.
     access_log: int = 1
-    # The interpreter's thread switch interval in µs (sys.setswitchinterval); 0 keeps Python's 5,000.
-    # The event loop gives up the GIL at every socket read and write; with decode threads busy it then
-    # waited up to one interval to get it back (digits at 8 clients: 502 img/s at 500 µs, 437 at
-    # Python's 5,000; docs/benchmarks.md).
-    gil_switch_us: int = 500
+    # The interpreter's thread switch interval in µs (sys.setswitchinterval). 0 (the default): 500 µs
+    # when the model runs a batch of one in under 2 ms, else Python's 5,000 (service/gil.py says why).
+    gil_switch_us: int = 0
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.

@@ -1,5 +1,6 @@
 """The classify access log on a real server: one line per request, written by a thread off the event
-loop (service/logs.py), in BentoML's format; none with VITSERVE_ACCESS_LOG=0."""
+loop (service/logs.py), in BentoML's format; none with VITSERVE_ACCESS_LOG=0. And the thread switch
+interval each server chose (service/gil.py), which its start-up log line reports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import SAMPLES_DIR, running_server
+from vitserve.service.gil import switch_interval_us
 
 LINE = re.compile(r"\(scheme=http,method=POST,path=/classify\) \(status=(\d{3})\) [\d.]+ms")
 IMAGE = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
@@ -37,6 +39,7 @@ def test_each_classify_request_gets_one_line_with_its_status(tmp_path: Path) -> 
         assert bad.status_code == 415
         lines = wait_for_lines(log, 4)
     assert sorted(lines) == ["200", "200", "200", "415"]
+    assert "thread switch interval 2000 µs" in log.read_text(errors="replace")  # the setting, applied
 
 
 def test_no_line_when_the_access_log_is_off(tmp_path: Path) -> None:
@@ -49,3 +52,7 @@ def test_no_line_when_the_access_log_is_off(tmp_path: Path) -> None:
     text = log.read_text(errors="replace")
     assert "method=GET,path=/model" in text
     assert access_lines(log) == []
+    # No switch interval set: the one the model's measured batch of one calls for (service/gil.py).
+    chosen = re.search(r"thread switch interval (\d+) µs \(a batch of one: ([\d.]+) ms\)", text)
+    assert chosen is not None, "the worker did not report its switch interval"
+    assert int(chosen[1]) == switch_interval_us(0, float(chosen[2]))
