@@ -13,11 +13,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.datastructures import Headers, QueryParams, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import ClientDisconnect, Request
 
 from vitserve.service.errors import ApiError
+from vitserve.service.multipart import MultipartError, Part, parse_form
 
 RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -111,18 +111,14 @@ def parse_top_k(raw: str | None, default: int, num_classes: int) -> int:
     return min(value, num_classes)  # capped at the number of classes, as documented
 
 
-async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
-    yield body
-
-
-async def _file_bytes(field: str, value: UploadFile | str) -> bytes:
-    if not isinstance(value, UploadFile):
+def _file_bytes(field: str, part: Part) -> bytes:
+    if not part.is_file:
         # A string where a file belongs is often a URL; this service never fetches on a client's behalf.
         raise ApiError(
             "url_not_allowed",
             f"field '{field}' must be an uploaded file; text and URLs are not accepted (nothing is fetched)",
         )
-    return await value.read()
+    return part.data
 
 
 async def parse_image_request(
@@ -144,27 +140,23 @@ async def parse_image_request(
     # Validated even when the form also sets top_k (the form wins): a bad value is never ignored.
     top_k = parse_top_k(request.query.get("top_k"), default_top_k, num_classes)
     if media_type == "multipart/form-data":
-        parser = MultiPartParser(
-            request.headers, _once(body), max_files=max_images, max_fields=16, max_part_size=1024
-        )
         try:
-            form = await parser.parse()
-        except MultiPartException as exc:
-            raise ApiError("bad_request", f"malformed multipart body: {exc.message}") from exc
-        values = form.getlist(field)
+            parts = parse_form(body, content_type, max_files=max_images, max_fields=16, max_field_size=1024)
+        except MultipartError as exc:
+            raise ApiError("bad_request", f"malformed multipart body: {exc}") from exc
+        values = [p for p in parts if p.name == field]
         if not values:
             raise ApiError("bad_request", f"the multipart body has no '{field}' field")
         if not many and len(values) > 1:
             raise ApiError("bad_request", f"send one '{field}'; use /classify_batch for several images")
-        images = tuple([await _file_bytes(field, v) for v in values])
-        form_top_k = form.getlist("top_k")
+        images = tuple(_file_bytes(field, v) for v in values)
+        form_top_k = [p for p in parts if p.name == "top_k"]
         if len(form_top_k) > 1:
             raise ApiError("invalid_parameter", "top_k is given more than once")
         if form_top_k:
-            if not isinstance(form_top_k[0], str):
+            if form_top_k[0].is_file:
                 raise ApiError("invalid_parameter", "top_k must be a form field, not a file")
-            top_k = parse_top_k(form_top_k[0], default_top_k, num_classes)
-        await form.close()
+            top_k = parse_top_k(form_top_k[0].text(), default_top_k, num_classes)
     elif not many and media_type.startswith(RAW_CONTENT_TYPES):
         images = (body,)
     elif many:
