@@ -33,10 +33,7 @@ class Part:
         return self.filename is not None
 
     def text(self) -> str:
-        try:
-            return self.data.decode()
-        except UnicodeDecodeError:
-            return self.data.decode("latin-1")
+        return _decode(self.data)
 
 
 def boundary_of(content_type: str) -> bytes:

@@ -99,9 +99,8 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
         if self.ort_spin not in SPIN_MODES:
             raise SettingsError(f"{PREFIX}ORT_SPIN must be {', '.join(SPIN_MODES)}, not {self.ort_spin!r}")
-        for name in ("access_log",):
-            if getattr(self, name) not in (0, 1):
-                raise SettingsError(f"{PREFIX}{name.upper()} must be 0 or 1, got {getattr(self, name)}")
+        if self.access_log not in (0, 1):
+            raise SettingsError(f"{PREFIX}ACCESS_LOG must be 0 or 1, got {self.access_log}")
         for name in (
             "retry_after_s",
             "intra_op_threads",

@@ -17,10 +17,11 @@ from vitserve.service.classify import ClassifyFlow, Model
 from vitserve.service.classify_http import ClassifyEndpoint
 from vitserve.service.explain import Explainer
 from vitserve.service.front_door import Refusal, Scope
+from vitserve.service.logs import ACCESS_LOGGER
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
 
-access_log = logging.getLogger("vitserve.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 class Gatekeeper:
