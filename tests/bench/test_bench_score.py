@@ -1,12 +1,37 @@
-"""bench/score.py's profile summary: py-spy's collapsed stacks charged to the right component."""
+"""bench/score.py: the capacity clients send what the scorer sends; the profile summary charges
+py-spy's collapsed stacks to the right component."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from vitserve.bench.score import components
+from tests.support import DEFAULT_MODEL_DIR
+from vitserve.bench.score import capacity_chunks, components, make_folder
+from vitserve.client.sources import open_source
+from vitserve.client.walk import DEFAULT_EXTENSIONS, normalize_extensions
+
+
+def test_capacity_chunks_are_the_requests_the_scorer_sends_for_the_folder(tmp_path: Path) -> None:
+    # The samples differ in cost to the server (28x28 PNGs, 280x280 JPEGs): a capacity measured on
+    # other images than the scored ones would not be the capacity the ratio needs.
+    samples, batch_size = DEFAULT_MODEL_DIR / "samples", 8
+    make_folder(samples, tmp_path, 100)
+    source = open_source(tmp_path, normalize_extensions(DEFAULT_EXTENSIONS))
+
+    async def listed() -> list[str]:
+        return [path async for page in source.pages() for path in page]
+
+    paths = asyncio.run(listed())
+    assert len(paths) == 100
+    starts = range(0, 96, batch_size)
+    sent = [[(tmp_path / p).read_bytes() for p in paths[i : i + batch_size]] for i in starts]
+    chunks = capacity_chunks(samples, batch_size)
+    images = {p.name for p in samples.iterdir() if p.suffix != ".json"}
+    assert {name for chunk in chunks for name, _ in chunk} == images
+    assert sent == [[data for _, data in chunks[i % len(chunks)]] for i in range(len(sent))]
 
 
 def test_samples_are_charged_to_the_most_specific_component(tmp_path: Path) -> None:
