@@ -5,11 +5,12 @@ Capacity: closed-loop clients sending the `/classify_batch` requests the SDK sen
 `Client.score_folder` scores a folder of N images (copies of the shipped samples) against the same
 server, into a fresh results file. After a warm-up (the server's first seconds are slower), the two
 alternate for `rounds` rounds, capacity first in odd rounds and scoring first in even ones, so that
-a neighbour's load or a drift in the server hits both alike; the ratio reported is the median of each round's scoring images/s over that round's
-capacity. Both run on the same kind of event loop (uvloop, as `vitserve score` does). CPU per image
-is counted for the scorer (this process, which runs nothing else while scoring) and for the server's
-process tree in both phases, so that the scorer's share of the 2 cores is a figure, not a guess, and
-a server that worked harder per image in one phase than the other shows.
+a neighbour's load or a drift in the server hits both alike; the ratio reported is the median of
+each round's scoring images/s over that round's capacity. Both run on the same kind of event loop
+(uvloop, as `vitserve score` does). CPU per image is counted for the scorer (this process, which
+runs nothing else while scoring) and for the server's process tree in both phases, so that the
+scorer's share of the 2 cores is a figure, not a guess, and a server that worked harder per image in
+one phase than the other shows.
 
 With `profile`, py-spy samples this process (only threads holding the GIL, so waiting is not
 counted) during the last round's scoring and writes the collapsed stacks; `components` sums them.
