@@ -45,7 +45,8 @@ from vitserve.bench.gpu_monitor import gpu_facts
 from vitserve.bench.gpu_record import StageRecord
 from vitserve.bench.gpu_report import markdown
 from vitserve.bench.processes import process_tree
-from vitserve.runtime.session import cpu_budget, gpu_present
+from vitserve.runtime.cpus import cpu_budget
+from vitserve.runtime.session import gpu_present
 
 STAGE_MODULES = {
     "export": "vitserve.bench.gpu_export",

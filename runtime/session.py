@@ -7,7 +7,6 @@ is read back from `session.get_providers()` and never assumed from what was aske
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from vitserve.runtime.artifact import (
     ArtifactMetadata,
     metadata_from_props,
 )
+from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.spin import spin_config
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,6 @@ CPU = "CPUExecutionProvider"
 
 class ModelLoadError(RuntimeError):
     """The model directory has no usable artifact for the requested precision/provider."""
-
-
-def cpu_budget() -> int:
-    """CPUs this process may really use: the cgroup quota (containers) or the affinity mask."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 limit visible: the affinity mask is the budget
-    return max(1, cpus)
 
 
 def gpu_present() -> bool:

@@ -48,7 +48,9 @@ class Settings:
     default_top_k: int = 5
     retry_after_s: int = 1
     api_workers: int = 1  # processes that parse and decode requests
-    decode_threads: int = 4  # per API worker; Pillow releases the GIL while decoding
+    # Decoding threads per API worker. 0 (the default): the worker's share of the CPU budget less one
+    # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
+    decode_threads: int = 0
     intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
     # How ONNX Runtime's threads wait for work: never (sleep), run (spin inside a run only), always
     # (ORT's default: also a while after each run). runtime/spin.py says what each cost.
@@ -90,7 +92,6 @@ class Settings:
             "max_batch_images",
             "default_top_k",
             "api_workers",
-            "decode_threads",
             "request_timeout_s",
             "body_timeout_s",
             "keep_alive_s",
@@ -107,6 +108,7 @@ class Settings:
             "batch_wait_ms",
             "shutdown_delay_s",
             "gil_switch_us",
+            "decode_threads",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
@@ -117,6 +119,19 @@ class Settings:
             )
         if self.port > 65535:
             raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
+
+    def decode_pool_size(self, cpus: int) -> int:
+        """Decoding threads per API worker on a machine (or container) of `cpus` CPUs.
+
+        More threads than cores only take turns: Pillow releases the GIL while it decodes, but the
+        rest of a decode (the digit normalisation, NumPy on small arrays) holds it, and every extra
+        thread is one more waiting for it beside the event loop. On 2 cores the default model served
+        16-35 % more images per second with 1 thread than with 4, and ViT-Ti/16 JPEGs as many
+        (docs/benchmarks.md, "Decoding threads").
+        """
+        if self.decode_threads:
+            return self.decode_threads
+        return max(1, min(8, cpus // self.api_workers - 1))
 
     @property
     def model_socket(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits
 from vitserve.service.admission import Admission
 from vitserve.service.classify import ClassifyFlow, Model
@@ -21,6 +22,7 @@ from vitserve.service.logs import ACCESS_LOGGER
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -88,12 +90,14 @@ def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
 def build_worker(settings: Settings) -> Worker:
     metrics = ServiceMetrics.create()
     model = load_model(settings, metrics)
+    decode_threads = settings.decode_pool_size(cpu_budget())
+    log.info("%d decoding thread(s) per API worker", decode_threads)
     flow = ClassifyFlow(
         model,
         Admission(settings.max_in_flight, metrics.in_flight_images),
         metrics,
         DecodeLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_pixels),
-        decode_threads=settings.decode_threads,
+        decode_threads=decode_threads,
         retry_after_s=settings.retry_after_s,
     )
     explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain

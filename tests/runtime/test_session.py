@@ -16,6 +16,7 @@ from vitserve.export.convert import PixelClassifier, export_onnx
 from vitserve.export.write import with_metadata, write_atomic
 from vitserve.models.vit import ViT, ViTConfig
 from vitserve.runtime.artifact import ArtifactError, ArtifactMetadata, Preprocessing
+from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.session import (
     ARTIFACT_FILES,
     CPU,
@@ -24,7 +25,6 @@ from vitserve.runtime.session import (
     OnnxClassifier,
     SessionOptions,
     choose_artifact,
-    cpu_budget,
 )
 from vitserve.service.settings import Settings, SettingsError
 

@@ -1,0 +1,36 @@
+"""service/settings.py: the decoding pool's size, chosen from the CPU budget unless set."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitserve.service.settings import Settings, SettingsError
+
+
+@pytest.mark.parametrize(
+    ("cpus", "api_workers", "threads"),
+    [
+        (1, 1, 1),  # never none
+        (2, 1, 1),  # one core for the event loop, one for decoding
+        (4, 1, 3),
+        (16, 14, 1),  # the GPU box: many workers, each with one
+        (16, 2, 7),
+        (64, 1, 8),  # capped: beyond a few threads they only wait for the GIL
+    ],
+)
+def test_the_default_pool_leaves_a_core_per_worker_to_its_event_loop(
+    cpus: int, api_workers: int, threads: int
+) -> None:
+    settings = Settings.from_env({"VITSERVE_API_WORKERS": str(api_workers)})
+    assert settings.decode_threads == 0
+    assert settings.decode_pool_size(cpus) == threads
+
+
+def test_a_set_pool_size_is_kept_whatever_the_machine() -> None:
+    settings = Settings.from_env({"VITSERVE_DECODE_THREADS": "4"})
+    assert [settings.decode_pool_size(cpus) for cpus in (1, 2, 64)] == [4, 4, 4]
+
+
+def test_a_negative_pool_size_is_refused() -> None:
+    with pytest.raises(SettingsError, match="VITSERVE_DECODE_THREADS must be >= 0"):
+        Settings.from_env({"VITSERVE_DECODE_THREADS": "-1"})
