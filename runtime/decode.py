@@ -79,11 +79,20 @@ class DecodeLimits:
 
 def decode_image(data: bytes, pre: Preprocessing, limits: DecodeLimits) -> np.ndarray:
     """Decode one image to (image_size, image_size, 3) uint8 RGB, or raise a DecodeError."""
+    return decode_opened(open_image(data, limits), pre)
+
+
+def open_image(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """The image's header, read and checked against the limits; no pixels are decoded yet."""
     if not data:
         raise EmptyImage("the image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    image = _open(data, limits)
+    return _open(data, limits)
+
+
+def decode_opened(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """An image from `open_image` -> (image_size, image_size, 3) uint8 RGB, or a DecodeError."""
     try:
         # draft() lets libjpeg decode at 1/2, 1/4 or 1/8 scale: a 12 MP photo bound for 224x224
         # never gets decoded at full size. Keep 2x headroom so the final resize still anti-aliases.

@@ -50,7 +50,9 @@ class ServiceMetrics:
         metrics = cls(
             decode_seconds=prom.Histogram(
                 "vitserve_decode_seconds",
-                "Time to decode, orient and resize one image, in the request path.",
+                "Time to decode, orient and resize one image, in the request path; where: on the event "
+                "loop (small images) or in the decoding pool.",
+                ["where"],
                 buckets=TIME_BUCKETS,
             ),
             queue_wait_seconds=prom.Histogram(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.service.conftest import SETTINGS, flow_with
 from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import softmax, top_k_predictions
+from vitserve.service.classify import INLINE_MAX_BYTES
 from vitserve.service.errors import ApiError
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.model import LocalModel
@@ -102,3 +105,28 @@ def test_pixels_of_every_image_reach_the_model_unchanged(model: LocalModel) -> N
     pixels = np.random.default_rng(1).integers(0, 256, (5, *model.classifier.input_shape), dtype=np.uint8)
     got = asyncio.run(model.infer(pixels))  # probabilities: softmax runs in the model's thread
     np.testing.assert_allclose(got, softmax(model.classifier.predict_batch(pixels)), rtol=1e-5, atol=1e-7)
+
+
+def test_images_decoded_on_the_loop_and_in_the_pool_give_what_decode_image_gives(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, _ = flow_with(model, metrics)
+    small = samples()[0]  # 28x28: decoded on the loop
+    # Few bytes but 280x280 pixels: the header is read on the loop, the rest decoded in the pool.
+    photo = next(SAMPLES_DIR.glob("*.jpg")).read_bytes()
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    big = io.BytesIO()
+    Image.fromarray(noise).save(big, format="PNG")  # over 64 KiB: all of it in the pool
+    assert len(big.getvalue()) > INLINE_MAX_BYTES
+    # Each path's failure: a header and no pixels, small (on the loop) and large (in the pool).
+    images = (small, small[:60], photo, big.getvalue(), big.getvalue()[: INLINE_MAX_BYTES + 100])
+    results = asyncio.run(flow.classify(images, top_k=2))
+    codes = [r.error.code if r.error else None for r in results]
+    assert codes == [None, "invalid_image", None, None, "invalid_image"]
+    for result, data in zip(results[:1] + results[2:4], (small, photo, big.getvalue()), strict=True):
+        pixels = decode_image(data, model.metadata.preprocessing, DecodeLimits())
+        logits = model.classifier.predict_batch(pixels[None])
+        (expected,) = top_k_predictions(logits, model.metadata.labels, 2)
+        assert result.prediction is not None
+        assert result.prediction.label == expected.label
+        assert result.prediction.score == pytest.approx(expected.score, abs=1e-6)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 
 import httpx
 
 from tests.metrics import scrape, value
 from tests.support import SAMPLES_DIR, host_providers
 
-HISTOGRAMS = (
-    "vitserve_decode_seconds",
-    "vitserve_queue_wait_seconds",
-    "vitserve_inference_seconds",
-    "vitserve_batch_size",
-)
+# Each histogram with the labels its series carry (a regular expression).
+HISTOGRAMS = {
+    "vitserve_decode_seconds": r'where="(loop|pool)"',
+    "vitserve_queue_wait_seconds": "",
+    "vitserve_inference_seconds": "",
+    "vitserve_batch_size": "",
+}
 
 
 def burst(url: str, n: int, concurrency: int) -> list[int]:
@@ -46,13 +48,29 @@ def test_every_declared_metric_appears_and_counts(vitserve_server: str) -> None:
     assert burst(vitserve_server, 8, 4) == [200] * 8
     bad = httpx.post(f"{vitserve_server}/classify", files={"image": ("x.png", b"not an image")})
     assert bad.status_code == 415
+    # 280x280: more pixels than the event loop decodes itself, so it goes to the decoding pool.
+    photo = next(SAMPLES_DIR.glob("*.jpg")).read_bytes()
+    assert httpx.post(f"{vitserve_server}/classify", files={"image": ("p.jpg", photo)}).status_code == 200
     after = scrape(vitserve_server)
 
-    for name in HISTOGRAMS:
-        for suffix in ("_count", "_sum"):
-            assert f"{name}{suffix}" in after, f"{name}{suffix} missing from /metrics"
-        assert value(after, f"{name}_count") > value(before, f"{name}_count"), f"{name} did not count"
-        assert value(after, rf'{name}_bucket\{{le="\+Inf"\}}') == value(after, f"{name}_count")
+    for name, labels in HISTOGRAMS.items():
+        series = f"{name}_count" + (rf"\{{{labels}\}}" if labels else "")
+        assert any(re.fullmatch(series, k) for k in after), f"{series} missing from /metrics"
+        assert value(after, series) > value(before, series), f"{name} did not count"
+        # The exposition may write `le` before or after the other labels (multiprocess mode sorts them).
+        every = (
+            rf'{name}_bucket\{{({labels},)?le="\+Inf"(,{labels})?\}}'
+            if labels
+            else rf'{name}_bucket\{{le="\+Inf"\}}'
+        )
+        assert value(after, every) == value(after, series)
+
+    def decoded(where: str) -> float:
+        series = rf'vitserve_decode_seconds_count\{{where="{where}"\}}'
+        return value(after, series) - value(before, series)
+
+    assert decoded("loop") == 9  # the 8 small PNGs and the bytes that are no image
+    assert decoded("pool") == 1  # the photo
 
     classified = r'vitserve_images_classified_total\{label="\d"\}'
     assert value(after, classified) - value(before, classified) >= 8
