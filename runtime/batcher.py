@@ -7,7 +7,12 @@ by themselves, since every image that arrived during one batch rides in the next
 be learned and no image is held on purpose unless `max_wait_s` says so.
 
 The model call blocks (ONNX Runtime releases the GIL while it computes), so it runs in a thread of its
-own; one thread, because one session at a time already uses every intra-op thread it was given.
+own. With `runners` above 1, that many batches may run at once, each in its own thread, on the same
+session: a batch that queued while another runs starts as soon as a runner is free. On a CPU, two
+single-threaded runs of 16 images side by side on one session did more per second than one run of
+32 split over two intra-op threads (2 cores: ViT-Ti/16 66 against 41 img/s, the digits model 3,900
+against 2,100), since the threads of one run wait for each other at every operator; on a GPU one
+runner keeps the device busy.
 """
 
 from __future__ import annotations
@@ -57,9 +62,12 @@ class Batcher:
         deadline_s: float,
         max_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
+        runners: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if runners < 1:
+            raise ValueError(f"runners must be >= 1, got {runners}")
         self._run = run
         self.max_batch_size = max_batch_size
         self.deadline_s = deadline_s
@@ -67,12 +75,13 @@ class Batcher:
         self._observer = observer
         self._queue: deque[_Item] = deque()
         self._queued_images = 0
-        self._busy = False  # a drain task is forming or running batches; touched from the loop only
-        self._drainer: asyncio.Task[None] | None = None
-        self._arrived = asyncio.Event()  # set by infer() while the optional window is open
-        self._window_open = False
+        self.runners = runners
+        # Drain tasks forming or running batches, at most one per runner; touched from the loop only.
+        self._drainers: set[asyncio.Task[None]] = set()
+        self._arrived = asyncio.Event()  # set by infer() while a batching window is open
+        self._windows_open = 0
         self._closed = False
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitserve-model")
+        self._thread = ThreadPoolExecutor(max_workers=runners, thread_name_prefix="vitserve-model")
 
     @property
     def queued_images(self) -> int:
@@ -91,11 +100,10 @@ class Batcher:
             self._queue.append(_Item(part, future, now))
             self._queued_images += len(part)
             futures.append(future)
-        if self._window_open:
+        if self._windows_open:
             self._arrived.set()
-        if not self._busy:
-            self._busy = True
-            self._drainer = loop.create_task(self._drain())
+        if len(self._drainers) < self.runners:  # a runner is free: these images need not wait
+            self._drainers.add(loop.create_task(self._drain()))
         if len(futures) == 1:
             return await futures[0]
         return np.concatenate(await asyncio.gather(*futures))
@@ -111,12 +119,14 @@ class Batcher:
                 if batch:
                     await self._run_batch(loop, batch)
         finally:
-            self._busy = False
+            # Here, not in a done callback: one would run a loop turn later, and an infer() in
+            # between would count this drainer as busy and leave its images queued with no drainer.
+            self._drainers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _wait_for_more(self) -> None:
         """The optional batching window: hold the oldest image up to max_wait_s for company."""
         oldest = self._queue[0].queued_at
-        self._window_open = True
+        self._windows_open += 1
         try:
             while self._queued_images < self.max_batch_size:
                 left = oldest + self.max_wait_s - time.perf_counter()
@@ -128,7 +138,7 @@ class Batcher:
                 except TimeoutError:
                     return
         finally:
-            self._window_open = False
+            self._windows_open -= 1
 
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []

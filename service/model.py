@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from vitserve.runtime.batcher import Batcher, BatchObserver, warm_up_sizes
+from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.settings import Settings
@@ -34,7 +35,7 @@ class LocalModel:
             SessionOptions(
                 precision=settings.precision,
                 device=settings.device,
-                intra_op_threads=settings.intra_op_threads,
+                intra_op_threads=settings.intra_op_threads or max(1, cpu_budget() // settings.batch_runners),
                 spin=settings.ort_spin,
             ),
         )
@@ -45,6 +46,7 @@ class LocalModel:
             deadline_s=settings.max_latency_ms / 1000,
             max_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
+            runners=settings.batch_runners,
         )
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(settings.max_batch_size), self.classifier.input_shape)
@@ -79,6 +81,7 @@ class LocalModel:
             "precision": self.metadata.precision,
             "providers": list(self.classifier.providers),
             "intra_op_threads": self.classifier.intra_op_threads,
+            "batch_runners": self.batcher.runners,
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
             "batch_one_ms": round(self.batch_one_ms, 3),

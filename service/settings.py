@@ -51,7 +51,12 @@ class Settings:
     # Decoding threads per API worker. 0 (the default): the worker's share of the CPU budget less one
     # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
     decode_threads: int = 0
-    intra_op_threads: int = 0  # ONNX Runtime threads; 0 = the container's CPU budget
+    # Batches the model may run at once, each in a thread of its own on the one session
+    # (runtime/batcher.py): on a CPU, single-threaded runs side by side beat one run split over
+    # threads once there is enough load to form two batches.
+    batch_runners: int = 1
+    # ONNX Runtime threads per run; 0 = the container's CPU budget shared among the batch runners.
+    intra_op_threads: int = 0
     # How ONNX Runtime's threads wait for work: never (sleep), run (spin inside a run only), always
     # (ORT's default: also a while after each run). runtime/spin.py says what each cost.
     ort_spin: str = "never"
@@ -92,6 +97,7 @@ class Settings:
             "max_batch_images",
             "default_top_k",
             "api_workers",
+            "batch_runners",
             "request_timeout_s",
             "body_timeout_s",
             "keep_alive_s",

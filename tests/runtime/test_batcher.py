@@ -230,3 +230,54 @@ def test_concurrent_callers_get_what_the_real_session_gives_each_image_alone() -
     for got, expected in zip(asyncio.run(go()), alone, strict=True):
         np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-5)
     batcher.close()
+
+
+class GatedModel:
+    """A model function whose n-th call records its ids on entry, then blocks until gate n opens."""
+
+    def __init__(self, calls: int) -> None:
+        self.gates = [threading.Event() for _ in range(calls)]
+        self.batches: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        with self._lock:
+            gate = self.gates[len(self.batches)]
+            self.batches.append([int(i) for i in pixels[:, 0, 0, 0]])
+        gate.wait(timeout=30)
+        return pixels[:, 0, 0, :1].astype(np.float32) * np.ones((1, 3), dtype=np.float32)
+
+
+async def until_entered(model: GatedModel, calls: int) -> None:
+    while len(model.batches) < calls:
+        await asyncio.sleep(0.001)
+
+
+def test_with_two_runners_a_second_batch_runs_beside_the_first_and_the_rest_queue() -> None:
+    model = GatedModel(calls=3)
+    batcher = Batcher(model, max_batch_size=8, deadline_s=10, runners=2)
+
+    async def go() -> list[list[int]]:
+        first = asyncio.ensure_future(batcher.infer(images(1)))
+        await until_entered(model, 1)
+        second = asyncio.ensure_future(batcher.infer(images(2)))
+        # With one runner this would wait for the first batch, whose gate stays shut: two run at once.
+        await asyncio.wait_for(until_entered(model, 2), timeout=30)
+        rest = [asyncio.ensure_future(batcher.infer(images(i))) for i in (3, 4)]
+        await asyncio.sleep(0)  # both runners busy: 3 and 4 queue
+        model.gates[1].set()  # the second batch ends first; its runner takes everything queued
+        assert ids_of(await second) == [2]
+        model.gates[2].set()
+        answers = [ids_of(await r) for r in rest]
+        model.gates[0].set()
+        assert ids_of(await first) == [1]
+        return answers
+
+    assert asyncio.run(go()) == [[3], [4]]
+    assert model.batches == [[1], [2], [3, 4]]
+    batcher.close()
+
+
+def test_runners_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="runners must be >= 1"):
+        Batcher(HeldModel(), max_batch_size=8, deadline_s=10, runners=0)

@@ -1,4 +1,4 @@
-"""service/settings.py: the decoding pool's size, chosen from the CPU budget unless set."""
+"""service/settings.py: the decoding pool's size, chosen from the CPU budget unless set; batch runners."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def test_a_set_pool_size_is_kept_whatever_the_machine() -> None:
 def test_a_negative_pool_size_is_refused() -> None:
     with pytest.raises(SettingsError, match="VITSERVE_DECODE_THREADS must be >= 0"):
         Settings.from_env({"VITSERVE_DECODE_THREADS": "-1"})
+
+
+def test_batch_runners_below_one_are_refused() -> None:
+    with pytest.raises(SettingsError, match="VITSERVE_BATCH_RUNNERS must be >= 1"):
+        Settings.from_env({"VITSERVE_BATCH_RUNNERS": "0"})
