@@ -11,8 +11,9 @@ own. With `runners` above 1, that many batches may run at once, each in its own 
 session: a batch that queued while another runs starts as soon as a runner is free. On a CPU, two
 single-threaded runs of 16 images side by side on one session did more per second than one run of
 32 split over two intra-op threads (2 cores: ViT-Ti/16 66 against 41 img/s, the digits model 3,900
-against 2,100), since the threads of one run wait for each other at every operator; on a GPU one
-runner keeps the device busy.
+against 2,100), since the threads of one run wait for each other at every operator. Served, that
+paid off only where the model bounds throughput and the load is steady (docs/benchmarks.md), so the
+service runs one runner unless told otherwise.
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ class Settings:
     # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
     decode_threads: int = 0
     # Batches the model may run at once, each in a thread of its own on the one session
-    # (runtime/batcher.py): on a CPU, single-threaded runs side by side beat one run split over
-    # threads once there is enough load to form two batches.
+    # (runtime/batcher.py). On 2 cores, 2 runners served ViT-Ti 16-21 % faster at 8-32 clients but
+    # slower alone and at 64, and the default model slower throughout (docs/benchmarks.md): an option
+    # for a model-bound service under steady load, not a default.
     batch_runners: int = 1
     # ONNX Runtime threads per run; 0 = the container's CPU budget shared among the batch runners.
     intra_op_threads: int = 0
