@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -57,9 +57,17 @@ def test_served_api_conforms_to_its_openapi_document(
             suppress_health_check=list(HealthCheck),
         )
         def fuzz(case: schemathesis.Case) -> None:
+            assume(not (mode is GenerationMode.NEGATIVE and sends_no_part_for_a_field(case)))
             case.call_and_validate(checks=CHECKS, timeout=30)
 
         fuzz()
+
+
+def sends_no_part_for_a_field(case: schemathesis.Case) -> bool:
+    """A form field made an empty array is sent as no part at all: the "schema-violating" request
+    schemathesis means to send is then a valid one (an optional field left out), and a 200 for it is
+    right. Seen once in CI: `top_k: []` beside a good image, flagged as accepted negative data."""
+    return isinstance(case.body, dict) and any(value == [] for value in case.body.values())
 
 
 @pytest.mark.parametrize("query", ["0", "", "-2", "1.5"])
