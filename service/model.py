@@ -35,7 +35,7 @@ class LocalModel:
             SessionOptions(
                 precision=settings.precision,
                 device=settings.device,
-                intra_op_threads=settings.intra_op_threads or max(1, cpu_budget() // settings.batch_runners),
+                intra_op_threads=settings.intra_op_pool_size(cpu_budget()),
                 spin=settings.ort_spin,
             ),
         )

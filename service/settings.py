@@ -140,6 +140,13 @@ class Settings:
             return self.decode_threads
         return max(1, min(8, cpus // self.api_workers - 1))
 
+    def intra_op_pool_size(self, cpus: int) -> int:
+        """ONNX Runtime threads per run on a machine (or container) of `cpus` CPUs: as set, or the
+        CPUs shared among the batch runners, each of which runs on the session at once."""
+        if self.intra_op_threads:
+            return self.intra_op_threads
+        return max(1, cpus // self.batch_runners)
+
     @property
     def model_socket(self) -> Path:
         """Where the model server listens when there are several API workers (one per port)."""

@@ -1,4 +1,5 @@
-"""service/settings.py: the decoding pool's size, chosen from the CPU budget unless set; batch runners."""
+"""service/settings.py: the decoding pool's and ONNX Runtime's thread counts, chosen from the CPU budget
+unless set; batch runners."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def test_a_negative_pool_size_is_refused() -> None:
 def test_batch_runners_below_one_are_refused() -> None:
     with pytest.raises(SettingsError, match="VITSERVE_BATCH_RUNNERS must be >= 1"):
         Settings.from_env({"VITSERVE_BATCH_RUNNERS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("cpus", "runners", "threads"),
+    [(2, 1, 2), (2, 2, 1), (1, 2, 1), (16, 4, 4)],
+)
+def test_intra_op_threads_share_the_cpus_among_the_batch_runners(
+    cpus: int, runners: int, threads: int
+) -> None:
+    settings = Settings.from_env({"VITSERVE_BATCH_RUNNERS": str(runners)})
+    assert settings.intra_op_pool_size(cpus) == threads
+
+
+def test_set_intra_op_threads_are_kept_whatever_the_runners() -> None:
+    settings = Settings.from_env({"VITSERVE_INTRA_OP_THREADS": "3", "VITSERVE_BATCH_RUNNERS": "2"})
+    assert [settings.intra_op_pool_size(cpus) for cpus in (1, 2, 64)] == [3, 3, 3]
