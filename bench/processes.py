@@ -55,6 +55,23 @@ def tree_cpu_s(root: int) -> float:
     return total
 
 
+def wait_quiet(root: int, cores: float = 0.2, window_s: float = 0.25, timeout_s: float = 10.0) -> float:
+    """Wait until root's tree uses under `cores` CPUs over a window; the seconds waited.
+
+    A load generator that stops closes its connections with requests still in flight, and most servers
+    finish those anyway: measured straight after, that work would be billed to the next run's images
+    and its answers never counted. Gives up (returns) after timeout_s: a server busy at rest is
+    measured as it is.
+    """
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        before = tree_cpu_s(root)
+        time.sleep(window_s)
+        if tree_cpu_s(root) - before < cores * window_s:
+            break
+    return time.perf_counter() - started
+
+
 def tree_rss_mib(root: int) -> float:
     """Resident memory of root's live tree, MiB."""
     total = 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from vitserve.bench.processes import ServerProcess, tree_cpu_s, tree_rss_mib
+from vitserve.bench.processes import ServerProcess, tree_cpu_s, tree_rss_mib, wait_quiet
 from vitserve.bench.wrk import Upload, WrkResult, run_wrk
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 
@@ -118,6 +118,7 @@ def measure_point(
 ) -> Point:
     url = server.url + server.spec.classify_path
     run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
+    wait_quiet(server.pid)  # the warm-up's abandoned requests, finished before anything is billed
     cpu_before = tree_cpu_s(server.pid)
     result: WrkResult = run_wrk(url, upload, concurrency, config.duration_s, think_ms=think_ms)
     cpu = tree_cpu_s(server.pid) - cpu_before
