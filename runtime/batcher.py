@@ -8,12 +8,12 @@ be learned and no image is held on purpose unless `max_wait_s` says so.
 
 The model call blocks (ONNX Runtime releases the GIL while it computes), so it runs in a thread of its
 own. With `runners` above 1, that many batches may run at once, each in its own thread, on the same
-session: a batch that queued while another runs starts as soon as a runner is free. On a CPU, two
-single-threaded runs of 16 images side by side on one session did more per second than one run of
-32 split over two intra-op threads (2 cores: ViT-Ti/16 66 against 41 img/s, the digits model 3,900
-against 2,100), since the threads of one run wait for each other at every operator. Served, that
-paid off only where the model bounds throughput and the load is steady (docs/benchmarks.md), so the
-service runs one runner unless told otherwise.
+session: a batch that queued while another runs starts as soon as a runner is free. The images of
+one batching round are then shared among the runners: each takes at most max_batch_size / runners
+(rounded up), so together they run about max_batch_size images at once, and a runner does not sit
+idle beside one that took everything. On a CPU, single-threaded runs side by side do more per second
+than one run split over intra-op threads, which wait for each other at every operator
+(service/model.py says when the service uses them).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class BatchObserver(Protocol):
 
 @dataclass
 class _Item:
-    pixels: np.ndarray  # (n, H, W, 3), n <= max_batch_size
+    pixels: np.ndarray  # (n, H, W, 3), n <= run_size
     future: asyncio.Future[np.ndarray]
     queued_at: float  # time.perf_counter()
 
@@ -71,6 +71,7 @@ class Batcher:
             raise ValueError(f"runners must be >= 1, got {runners}")
         self._run = run
         self.max_batch_size = max_batch_size
+        self.run_size = -(-max_batch_size // runners)  # images one runner takes at most
         self.deadline_s = deadline_s
         self.max_wait_s = max_wait_s
         self._observer = observer
@@ -89,14 +90,14 @@ class Batcher:
         return self._queued_images
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, H, W, 3) uint8 -> (n, C) logits; n may exceed max_batch_size (it is split)."""
+        """(n, H, W, 3) uint8 -> (n, C) logits; n may exceed run_size (it is split)."""
         if self._closed:
             raise BatcherClosed("the model is shutting down")
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         futures = []
-        for start in range(0, len(pixels), self.max_batch_size):
-            part = pixels[start : start + self.max_batch_size]
+        for start in range(0, len(pixels), self.run_size):
+            part = pixels[start : start + self.run_size]
             future: asyncio.Future[np.ndarray] = loop.create_future()
             self._queue.append(_Item(part, future, now))
             self._queued_images += len(part)
@@ -114,7 +115,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                if self.max_wait_s > 0 and self._queued_images < self.max_batch_size:
+                if self.max_wait_s > 0 and self._queued_images < self.run_size:
                     await self._wait_for_more()
                 batch = self._take_batch()
                 if batch:
@@ -129,7 +130,7 @@ class Batcher:
         oldest = self._queue[0].queued_at
         self._windows_open += 1
         try:
-            while self._queued_images < self.max_batch_size:
+            while self._queued_images < self.run_size:
                 left = oldest + self.max_wait_s - time.perf_counter()
                 if left <= 0:
                     return
@@ -145,7 +146,7 @@ class Batcher:
         batch: list[_Item] = []
         size = 0
         now = time.perf_counter()
-        while self._queue and size + len(self._queue[0].pixels) <= self.max_batch_size:
+        while self._queue and size + len(self._queue[0].pixels) <= self.run_size:
             item = self._queue.popleft()
             self._queued_images -= len(item.pixels)
             if item.future.done():  # its caller gave up (cancelled): do not spend the model on it

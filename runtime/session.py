@@ -39,6 +39,11 @@ def gpu_present() -> bool:
     return CUDA in ort.get_available_providers() and Path("/dev/nvidiactl").exists()
 
 
+def wants_cuda(device: str) -> bool:
+    """Whether a session for this device setting (auto | cuda | cpu) asks for the CUDA provider."""
+    return device == "cuda" or (device == "auto" and gpu_present())
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     precision: str = "auto"  # auto | fp32 | fp16 | int8
@@ -69,7 +74,7 @@ class OnnxClassifier:
     """One ORT session over a vitserve artifact; `predict_batch` takes uint8 (N, H, W, 3) pixels."""
 
     def __init__(self, model_dir: Path, options: SessionOptions) -> None:
-        want_cuda = options.device == "cuda" or (options.device == "auto" and gpu_present())
+        want_cuda = wants_cuda(options.device)
         self.path = choose_artifact(model_dir, options.precision, want_cuda)
         threads = options.intra_op_threads or cpu_budget()
         so = ort.SessionOptions()

@@ -3,6 +3,16 @@
 `LocalModel` runs the ONNX Runtime session inside the API worker, behind the greedy batcher
 (runtime/batcher.py): the images of concurrent requests meet in one batch with no process hop, no
 second HTTP stack and no serialisation.
+
+How the CPUs run the model is chosen at start-up, unless VITSERVE_BATCH_RUNNERS says: a model whose
+batch of one takes 2 ms or more on one thread is what bounds throughput, and on the CPU it gets one
+single-threaded runner per CPU, batches side by side on the one session; a cheap model (the loop and
+decoding are its cost) or one on a GPU gets one runner and every CPU as intra-op threads. The
+threads of one run meet at a barrier after every operator, and each time a decoding thread or the
+event loop takes one of their cores the others wait: on 2 cores, ViT-Ti/16 model-only did 1.3-1.6x
+the images per second as two single-threaded runners as in one two-threaded run, and served
+(500x375 JPEGs) 1.17x at 8 clients (docs/benchmarks.md). The digits model, for which the event loop
+is the cost, was slower with two runners, which only add threads contending for the GIL.
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ import numpy as np
 from vitserve.runtime.batcher import Batcher, BatchObserver, warm_up_sizes
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.predictions import softmax
-from vitserve.runtime.session import OnnxClassifier, SessionOptions
+from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
+from vitserve.service.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,15 +41,13 @@ class LocalModel:
 
     def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
         self.settings = settings
-        self.classifier = OnnxClassifier(
-            settings.model_dir,
-            SessionOptions(
-                precision=settings.precision,
-                device=settings.device,
-                intra_op_threads=settings.intra_op_pool_size(cpu_budget()),
-                spin=settings.ort_spin,
-            ),
-        )
+        self.probe_ms: float | None = None  # one runner's batch of one, where it chose the runners
+        cpus = cpu_budget()
+        if settings.batch_runners:
+            runners = settings.batch_runners
+            self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
+        else:
+            self.classifier, runners = self._choose_runners(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             self._probabilities,
@@ -46,27 +55,41 @@ class LocalModel:
             deadline_s=settings.max_latency_ms / 1000,
             max_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
-            runners=settings.batch_runners,
+            runners=runners,
         )
         started = time.perf_counter()
-        self.batcher.warm_up(warm_up_sizes(settings.max_batch_size), self.classifier.input_shape)
+        self.batcher.warm_up(warm_up_sizes(self.batcher.run_size), self.classifier.input_shape)
         log.info("warm-up took %.2f s", time.perf_counter() - started)
-        self.batch_one_ms = self._time_batch_of_one()
+        self.batch_one_ms = time_batch_of_one(self.classifier)
+        log.info(
+            "%d batch runner(s) of %d intra-op thread(s), up to %d images each",
+            runners,
+            self.classifier.intra_op_threads,
+            self.batcher.run_size,
+        )
 
-    def _time_batch_of_one(self, runs: int = 5, budget_s: float = 1.0) -> float:
-        """Median ms of one image through the session: what the worker's thread switching follows.
+    def _load(self, intra_op_threads: int) -> OnnxClassifier:
+        options = SessionOptions(
+            precision=self.settings.precision,
+            device=self.settings.device,
+            intra_op_threads=intra_op_threads,
+            spin=self.settings.ort_spin,
+        )
+        return OnnxClassifier(self.settings.model_dir, options)
 
-        Up to `runs` runs, fewer once `budget_s` is spent: a ViT-B on a CPU takes most of a second
-        per image, and start-up need not wait five of them to learn it is far above 2 ms.
-        """
-        pixels = np.zeros((1, *self.classifier.input_shape), dtype=np.uint8)
-        times: list[float] = []
-        first = time.perf_counter()
-        while len(times) < runs and (not times or time.perf_counter() - first < budget_s):
-            started = time.perf_counter()
-            self.classifier.predict_batch(pixels)
-            times.append(1000 * (time.perf_counter() - started))
-        return statistics.median(times)
+    def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int]:
+        """The session and its batch runners when VITSERVE_BATCH_RUNNERS is 0 (the module docstring
+        says why): loaded with one runner's threads and timed on a batch of one, on the CPU."""
+        per_run = self.settings.intra_op_threads or 1
+        if wants_cuda(self.settings.device) or cpus // per_run < 2:
+            return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1
+        probe = self._load(per_run)
+        self.probe_ms = time_batch_of_one(probe)
+        runners = runners_for(self.probe_ms, cpus, per_run)
+        if runners > 1 or self.settings.intra_op_threads:
+            return probe, runners
+        del probe  # one runner, which gets every CPU: loaded again with them
+        return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
@@ -85,7 +108,33 @@ class LocalModel:
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
             "batch_one_ms": round(self.batch_one_ms, 3),
+            "runners_probe_ms": None if self.probe_ms is None else round(self.probe_ms, 3),
         }
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def runners_for(probe_ms: float, cpus: int, threads_per_run: int) -> int:
+    """Batch runners for a model on the CPU whose batch of one took probe_ms on threads_per_run threads:
+    one per share of the CPUs for a costly model, else one."""
+    if probe_ms < CHEAP_MODEL_MS:
+        return 1
+    return max(1, cpus // threads_per_run)
+
+
+def time_batch_of_one(classifier: OnnxClassifier, runs: int = 5, budget_s: float = 1.0) -> float:
+    """Median ms of one image through the session: what the runners and thread switching follow.
+
+    Up to `runs` runs, fewer once `budget_s` is spent: a ViT-B on a CPU takes most of a second per
+    image, and start-up need not wait five of them to learn it is far above 2 ms.
+    """
+    pixels = np.zeros((1, *classifier.input_shape), dtype=np.uint8)
+    classifier.predict_batch(pixels)  # the first run of a fresh session allocates: not counted
+    times: list[float] = []
+    first = time.perf_counter()
+    while len(times) < runs and (not times or time.perf_counter() - first < budget_s):
+        started = time.perf_counter()
+        classifier.predict_batch(pixels)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)

@@ -52,10 +52,9 @@ class Settings:
     # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
     decode_threads: int = 0
     # Batches the model may run at once, each in a thread of its own on the one session
-    # (runtime/batcher.py). On 2 cores, 2 runners served ViT-Ti 16-21 % faster at 8-32 clients but
-    # slower alone and at 64, and the default model slower throughout (docs/benchmarks.md): an option
-    # for a model-bound service under steady load, not a default.
-    batch_runners: int = 1
+    # (runtime/batcher.py). 0 (the default): chosen at start-up from what a batch of one costs
+    # (service/model.py): one single-threaded runner per CPU for a costly model on the CPU, else one.
+    batch_runners: int = 0
     # ONNX Runtime threads per run; 0 = the container's CPU budget shared among the batch runners.
     intra_op_threads: int = 0
     # How ONNX Runtime's threads wait for work: never (sleep), run (spin inside a run only), always
@@ -98,7 +97,6 @@ class Settings:
             "max_batch_images",
             "default_top_k",
             "api_workers",
-            "batch_runners",
             "request_timeout_s",
             "body_timeout_s",
             "keep_alive_s",
@@ -112,6 +110,7 @@ class Settings:
         for name in (
             "retry_after_s",
             "intra_op_threads",
+            "batch_runners",
             "batch_wait_ms",
             "shutdown_delay_s",
             "gil_switch_us",
@@ -140,12 +139,12 @@ class Settings:
             return self.decode_threads
         return max(1, min(8, cpus // self.api_workers - 1))
 
-    def intra_op_pool_size(self, cpus: int) -> int:
+    def intra_op_pool_size(self, cpus: int, runners: int) -> int:
         """ONNX Runtime threads per run on a machine (or container) of `cpus` CPUs: as set, or the
         CPUs shared among the batch runners, each of which runs on the session at once."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, cpus // self.batch_runners)
+        return max(1, cpus // runners)
 
     @property
     def model_socket(self) -> Path:

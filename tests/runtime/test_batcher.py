@@ -278,6 +278,31 @@ def test_with_two_runners_a_second_batch_runs_beside_the_first_and_the_rest_queu
     batcher.close()
 
 
+def test_runners_share_a_round_of_images_each_taking_at_most_its_part_of_the_batch_size() -> None:
+    model = GatedModel(calls=5)
+    batcher = Batcher(model, max_batch_size=4, deadline_s=10, runners=2)
+    assert batcher.run_size == 2
+
+    async def go() -> list[list[int]]:
+        first = asyncio.ensure_future(batcher.infer(images(1)))
+        await until_entered(model, 1)
+        second = asyncio.ensure_future(batcher.infer(images(2)))
+        await asyncio.wait_for(until_entered(model, 2), timeout=30)
+        # Queued while both run: a request of three images (split into parts of two) and two of one.
+        rest = [asyncio.ensure_future(batcher.infer(images(*ids))) for ids in ((3, 4, 5), (6,), (7,))]
+        await asyncio.sleep(0)
+        for gate in model.gates[1:]:  # the first runner stays busy: the second takes it all, 2 at a time
+            gate.set()
+        answers = [ids_of(await r) for r in rest]
+        model.gates[0].set()
+        await first, await second
+        return answers
+
+    assert asyncio.run(go()) == [[3, 4, 5], [6], [7]]
+    assert model.batches == [[1], [2], [3, 4], [5, 6], [7]]
+    batcher.close()
+
+
 def test_runners_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="runners must be >= 1"):
         Batcher(HeldModel(), max_batch_size=8, deadline_s=10, runners=0)

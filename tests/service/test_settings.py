@@ -37,9 +37,9 @@ def test_a_negative_pool_size_is_refused() -> None:
         Settings.from_env({"VITSERVE_DECODE_THREADS": "-1"})
 
 
-def test_batch_runners_below_one_are_refused() -> None:
-    with pytest.raises(SettingsError, match="VITSERVE_BATCH_RUNNERS must be >= 1"):
-        Settings.from_env({"VITSERVE_BATCH_RUNNERS": "0"})
+def test_negative_batch_runners_are_refused() -> None:
+    with pytest.raises(SettingsError, match="VITSERVE_BATCH_RUNNERS must be >= 0"):
+        Settings.from_env({"VITSERVE_BATCH_RUNNERS": "-1"})
 
 
 @pytest.mark.parametrize(
@@ -49,10 +49,9 @@ def test_batch_runners_below_one_are_refused() -> None:
 def test_intra_op_threads_share_the_cpus_among_the_batch_runners(
     cpus: int, runners: int, threads: int
 ) -> None:
-    settings = Settings.from_env({"VITSERVE_BATCH_RUNNERS": str(runners)})
-    assert settings.intra_op_pool_size(cpus) == threads
+    assert Settings.from_env({}).intra_op_pool_size(cpus, runners) == threads
 
 
 def test_set_intra_op_threads_are_kept_whatever_the_runners() -> None:
-    settings = Settings.from_env({"VITSERVE_INTRA_OP_THREADS": "3", "VITSERVE_BATCH_RUNNERS": "2"})
-    assert [settings.intra_op_pool_size(cpus) for cpus in (1, 2, 64)] == [3, 3, 3]
+    settings = Settings.from_env({"VITSERVE_INTRA_OP_THREADS": "3"})
+    assert [settings.intra_op_pool_size(cpus, 2) for cpus in (1, 2, 64)] == [3, 3, 3]
