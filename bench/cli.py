@@ -134,7 +134,13 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--rounds", type=int, default=2, help="each server once per round, order alternating")
-    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads for every server")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="ORT intra-op threads for model-only, the naive server and the peers "
+        "(vitserve lays out its own from the CPUs it has)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the peers' batching window")
     parser.add_argument("--precision", default="auto")
