@@ -13,7 +13,9 @@ one batching round are then shared among the runners: each takes at most max_bat
 (rounded up), so together they run about max_batch_size images at once, and a runner does not sit
 idle beside one that took everything. On a CPU, single-threaded runs side by side do more per second
 than one run split over intra-op threads, which wait for each other at every operator
-(service/model.py says when the service uses them).
+(service/model.py says when the service uses them). A batch that runs alone (no other runner busy,
+nothing queued) may go to `run_alone` instead: a session with every thread, so that a lone request
+is not slowed by the layout that serves many.
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ class Batcher:
         max_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
         runners: int = 1,
+        run_alone: RunBatch | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if runners < 1:
             raise ValueError(f"runners must be >= 1, got {runners}")
         self._run = run
+        self._run_alone = run_alone
         self.max_batch_size = max_batch_size
         self.run_size = -(-max_batch_size // runners)  # images one runner takes at most
         self.deadline_s = deadline_s
@@ -161,9 +165,13 @@ class Batcher:
         return batch
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        alone = self._run_alone is not None and len(self._drainers) == 1 and not self._queue
+        run = self._run_alone if alone and self._run_alone is not None else self._run
         started = time.perf_counter()
         try:
-            logits = await loop.run_in_executor(self._thread, self._stack_and_run, [b.pixels for b in batch])
+            logits = await loop.run_in_executor(
+                self._thread, self._stack_and_run, run, [b.pixels for b in batch]
+            )
         except Exception as exc:  # the model failed: every image of this batch gets the error
             for item in batch:
                 if not item.future.done():
@@ -180,15 +188,18 @@ class Batcher:
             waits = [started - item.queued_at for item in batch for _ in range(len(item.pixels))]
             self._observer.batch_done(offset, ran, waits)
 
-    def _stack_and_run(self, parts: list[np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _stack_and_run(run: RunBatch, parts: list[np.ndarray]) -> np.ndarray:
         # In the model's thread: copying 32 ViT-sized images is a few MB, kept off the event loop.
         pixels = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return self._run(np.ascontiguousarray(pixels))
+        return run(np.ascontiguousarray(pixels))
 
     def warm_up(self, sizes: Sequence[int], image_shape: tuple[int, ...]) -> None:
         """Run each batch size once in the model's thread, before serving (blocking)."""
-        for n in sizes:
-            self._thread.submit(self._run, np.zeros((n, *image_shape), dtype=np.uint8)).result()
+        runs = [self._run] if self._run_alone is None else [self._run, self._run_alone]
+        for run in runs:
+            for n in sizes:
+                self._thread.submit(run, np.zeros((n, *image_shape), dtype=np.uint8)).result()
 
     def close(self) -> None:
         """Refuse new work; batches already queued or running still finish."""

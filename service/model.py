@@ -4,15 +4,17 @@
 (runtime/batcher.py): the images of concurrent requests meet in one batch with no process hop, no
 second HTTP stack and no serialisation.
 
-How the CPUs run the model is chosen at start-up, unless VITSERVE_BATCH_RUNNERS says: a model whose
-batch of one takes 2 ms or more on one thread is what bounds throughput, and on the CPU it gets one
-single-threaded runner per CPU, batches side by side on the one session; a cheap model (the loop and
-decoding are its cost) or one on a GPU gets one runner and every CPU as intra-op threads. The
-threads of one run meet at a barrier after every operator, and each time a decoding thread or the
-event loop takes one of their cores the others wait: on 2 cores, ViT-Ti/16 model-only did 1.3-1.6x
-the images per second as two single-threaded runners as in one two-threaded run, and served
-(500x375 JPEGs) 1.17x at 8 clients (docs/benchmarks.md). The digits model, for which the event loop
-is the cost, was slower with two runners, which only add threads contending for the GIL.
+How the CPUs run the model is chosen at start-up unless VITSERVE_BATCH_RUNNERS says. A model whose
+batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it gets one
+single-threaded batch runner per CPU, side by side on one session, because the threads of one run
+meet at a barrier after every operator and wait whenever a decoding thread or the event loop takes
+one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
+lone request at light load is not left on one thread. On 2 cores, ViT-Ti/16 with 500x375 JPEGs
+(interleaved A/B, 6 rounds, paired medians; docs/benchmarks.md): two runners served 1.22x, 1.10x
+and 1.23x the images per second of one two-threaded run at 8, 32 and 64 clients, and 0.73x at one
+client before the lone-batch session. A cheap model (the event loop and decoding are its cost, as
+for the default digits model, which two runners made slower) or one on a GPU gets one runner with
+every CPU.
 """
 
 from __future__ import annotations
@@ -39,15 +41,22 @@ class LocalModel:
     It is what service/classify.py calls a Model.
     """
 
-    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self, settings: Settings, observer: BatchObserver | None = None, costly_ms: float = CHEAP_MODEL_MS
+    ) -> None:
         self.settings = settings
+        self.costly_ms = costly_ms  # a batch of one on one runner's threads at least this: runners
         self.probe_ms: float | None = None  # one runner's batch of one, where it chose the runners
+        # A session with every CPU for a batch that runs alone, beside the runners' single-threaded one.
+        self.alone: OnnxClassifier | None = None
         cpus = cpu_budget()
         if settings.batch_runners:
             runners = settings.batch_runners
             self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
         else:
             self.classifier, runners = self._choose_runners(cpus)
+            if runners > 1 and not settings.intra_op_threads:
+                self.alone = self._load(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             self._probabilities,
@@ -56,6 +65,7 @@ class LocalModel:
             max_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
             runners=runners,
+            run_alone=None if self.alone is None else self._probabilities_alone,
         )
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(self.batcher.run_size), self.classifier.input_shape)
@@ -85,7 +95,7 @@ class LocalModel:
             return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1
         probe = self._load(per_run)
         self.probe_ms = time_batch_of_one(probe)
-        runners = runners_for(self.probe_ms, cpus, per_run)
+        runners = runners_for(self.probe_ms, cpus, per_run, self.costly_ms)
         if runners > 1 or self.settings.intra_op_threads:
             return probe, runners
         del probe  # one runner, which gets every CPU: loaded again with them
@@ -94,6 +104,10 @@ class LocalModel:
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
         return softmax(self.classifier.predict_batch(pixels))
+
+    def _probabilities_alone(self, pixels: np.ndarray) -> np.ndarray:
+        assert self.alone is not None
+        return softmax(self.alone.predict_batch(pixels))
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
         return await self.batcher.infer(pixels)
@@ -105,6 +119,7 @@ class LocalModel:
             "providers": list(self.classifier.providers),
             "intra_op_threads": self.classifier.intra_op_threads,
             "batch_runners": self.batcher.runners,
+            "alone_intra_op_threads": None if self.alone is None else self.alone.intra_op_threads,
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
             "batch_one_ms": round(self.batch_one_ms, 3),
@@ -115,10 +130,10 @@ class LocalModel:
         self.batcher.close()
 
 
-def runners_for(probe_ms: float, cpus: int, threads_per_run: int) -> int:
+def runners_for(probe_ms: float, cpus: int, threads_per_run: int, costly_ms: float = CHEAP_MODEL_MS) -> int:
     """Batch runners for a model on the CPU whose batch of one took probe_ms on threads_per_run threads:
     one per share of the CPUs for a costly model, else one."""
-    if probe_ms < CHEAP_MODEL_MS:
+    if probe_ms < costly_ms:
         return 1
     return max(1, cpus // threads_per_run)
 
