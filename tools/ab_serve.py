@@ -1,0 +1,86 @@
+"""Interleaved A/B of servers and settings: every variant started at once, then short alternating points.
+
+    python tools/ab_serve.py vit-tiny --rounds 6 --concurrency 1 8 64 \\
+        base r1:VITSERVE_BATCH_RUNNERS=1 [naive]
+
+`vitserve bench serve` measures one server after another for 10 s a point; on a shared machine whose
+speed drifts by tens of percent within minutes, two rounds of that cannot settle a 10-20 % effect.
+Here all the variants stay up (an idle server costs nothing) and each round measures every variant
+at each concurrency within seconds of the others (1 s warm-up, wait until the server is quiet, 4 s
+measured with wrk), in alternating order. The figure to read is the median over rounds of the
+paired ratio against the first variant: a drift common to a round cancels out of it.
+
+A variant is `base` (vitserve as the bench serves it), `naive` (bench/naive_server.py), a peer of
+`vitserve bench peers` (bentoml, litserve, pytriton, ray: the peers extra) or
+`LABEL:VITSERVE_X=V[,VITSERVE_Y=W]` (vitserve with those settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from vitserve.bench import workloads
+from vitserve.bench.peers import NAIVE, PEERS, VITSERVE, vitserve_variant
+from vitserve.bench.processes import tree_cpu_s, wait_quiet
+from vitserve.bench.serve import BenchConfig, Server, ServerSpec, check_answers
+from vitserve.bench.wrk import Upload, run_wrk
+
+
+def spec_for(variant: str) -> ServerSpec:
+    return {"base": VITSERVE, "naive": NAIVE, **PEERS}.get(variant) or vitserve_variant(variant)
+
+
+def measure(server: Server, upload: Upload, concurrency: int) -> tuple[float, float, float, float]:
+    """img/s, server CPU ms per image, p50 and p99 ms of one short point."""
+    url = server.url + server.spec.classify_path
+    run_wrk(url, upload, concurrency, 1.0)
+    wait_quiet(server.pid)
+    before = tree_cpu_s(server.pid)
+    result = run_wrk(url, upload, concurrency, 4.0)
+    answered = max(result.requests - result.failed, 1)
+    return result.ok_per_s, 1000 * (tree_cpu_s(server.pid) - before) / answered, result.p50_ms, result.p99_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=["digits", "vit-tiny"])
+    parser.add_argument("variants", nargs="+")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    args = parser.parse_args()
+    workload = workloads.vit_tiny() if args.workload == "vit-tiny" else workloads.digits()
+    servers: list[tuple[Server, Upload]] = []
+    try:
+        for variant in args.variants:
+            spec = spec_for(variant)
+            server = Server(spec, workload.model_dir, BenchConfig()).start()
+            upload = spec.upload(workload.image, workload.media_type)
+            check_answers(server, upload)
+            servers.append((server, upload))
+        points: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
+        for round_index in range(args.rounds):
+            order = servers if round_index % 2 == 0 else servers[::-1]
+            for c in args.concurrency:
+                for server, upload in order:
+                    points.setdefault((server.spec.name, c), []).append(measure(server, upload, c))
+            print(f"round {round_index + 1} of {args.rounds} done", flush=True)
+    finally:
+        for server, _ in servers:
+            server.stop()
+    first = servers[0][0].spec.name
+    for c in args.concurrency:
+        for server, _ in servers:
+            rows = points[(server.spec.name, c)]
+            paired = [a[0] / b[0] for a, b in zip(rows, points[(first, c)], strict=True)]
+            img_s = [r[0] for r in rows]
+            cpu, p50, p99 = (statistics.median(r[i] for r in rows) for i in (1, 2, 3))
+            print(
+                f"c={c} {server.spec.name}: img/s median {statistics.median(img_s):.1f} "
+                f"({min(img_s):.1f}-{max(img_s):.1f}), CPU ms/img {cpu:.2f}, p50 {p50:.1f} ms, "
+                f"p99 {p99:.1f} ms; paired ratio to {first}: {statistics.median(paired):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
