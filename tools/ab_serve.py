@@ -6,8 +6,8 @@
 `vitserve bench serve` measures one server after another for 10 s a point; on a shared machine whose
 speed drifts by tens of percent within minutes, two rounds of that cannot settle a 10-20 % effect.
 Here all the variants stay up (an idle server costs nothing) and each round measures every variant
-at each concurrency within seconds of the others (1 s warm-up, wait until the server is quiet, 4 s
-measured with wrk), in alternating order. The figure to read is the median over rounds of the
+at each concurrency within seconds of the others (every server quiet, 1 s warm-up, the server quiet
+again, 4 s measured with wrk), in alternating order. The figure to read is the median over rounds of the
 paired ratio against the first variant: a drift common to a round cancels out of it.
 
 A variant is `base` (vitserve as the bench serves it), `naive` (bench/naive_server.py), a peer of
@@ -31,8 +31,12 @@ def spec_for(variant: str) -> ServerSpec:
     return {"base": VITSERVE, "naive": NAIVE, **PEERS}.get(variant) or vitserve_variant(variant)
 
 
-def measure(server: Server, upload: Upload, concurrency: int) -> tuple[float, float, float, float]:
-    """img/s, server CPU ms per image, p50 and p99 ms of one short point."""
+def measure(
+    server: Server, upload: Upload, concurrency: int, others: list[Server]
+) -> tuple[float, float, float, float]:
+    """img/s, server CPU ms per image, p50 and p99 ms of one short point, once every server is quiet."""
+    for other in others:  # the last point's abandoned requests, still being served there
+        wait_quiet(other.pid)
     url = server.url + server.spec.classify_path
     run_wrk(url, upload, concurrency, 1.0)
     wait_quiet(server.pid)
@@ -63,7 +67,8 @@ def main() -> None:
             order = servers if round_index % 2 == 0 else servers[::-1]
             for c in args.concurrency:
                 for server, upload in order:
-                    points.setdefault((server.spec.name, c), []).append(measure(server, upload, c))
+                    others = [s for s, _ in servers if s is not server]
+                    points.setdefault((server.spec.name, c), []).append(measure(server, upload, c, others))
             print(f"round {round_index + 1} of {args.rounds} done", flush=True)
     finally:
         for server, _ in servers:
