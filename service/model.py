@@ -11,10 +11,12 @@ meet at a barrier after every operator and wait whenever a decoding thread or th
 one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
 lone request at light load is not left on one thread. On 2 cores, ViT-Ti/16 with 500x375 JPEGs
 (interleaved A/B, 6 rounds, paired medians; docs/benchmarks.md): two runners served 1.22x, 1.10x
-and 1.23x the images per second of one two-threaded run at 8, 32 and 64 clients, and 0.73x at one
-client before the lone-batch session. A cheap model (the event loop and decoding are its cost, as
-for the default digits model, which two runners made slower) or one on a GPU gets one runner with
-every CPU.
+and 1.23x the images per second of one two-threaded run at 8, 32 and 64 clients but 0.73x at one
+client; with the lone-batch session, 1.24x, 1.08x and 1.15x, and 1.01x at one client (10 rounds). It
+costs a second copy of the weights (ViT-Ti: 374 against 356 MiB at rest). A cheap model (the event
+loop and decoding are its cost, as for the default digits model, which two runners made slower) or
+one on a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a larger CPU
+each takes max_batch_size / CPUs images.
 """
 
 from __future__ import annotations
