@@ -31,16 +31,11 @@ for line in io.lines(os.getenv("VITSERVE_WRK_HEADERS")) do
 end
 
 -- With VITSERVE_WRK_THINK_MS each connection pauses a random (exponential) time of that mean after
--- each answer, so that many connections together arrive like independent users at a set rate; with
--- VITSERVE_WRK_PAUSES=fixed it pauses exactly that long (arrivals as even as the answers allow).
+-- each answer, so that many connections together arrive like independent users at a set rate.
 local think = tonumber(os.getenv("VITSERVE_WRK_THINK_MS") or "")
 if think then
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
-  local fixed = os.getenv("VITSERVE_WRK_PAUSES") == "fixed"
   delay = function()
-    if fixed then
-      return think
-    end
     return -think * math.log(1 - math.random())
   end
 end
@@ -118,11 +113,9 @@ def run_wrk(
     duration_s: float,
     timeout_s: float = 30,
     think_ms: float | None = None,
-    fixed_pauses: bool = False,
 ) -> WrkResult:
     """`concurrency` connections, each sending its next request as soon as its last is answered, or
-    (think_ms) after a random pause of that mean (exactly that long with fixed_pauses): latency then
-    excludes the pause."""
+    (think_ms) after a random pause of that mean: latency then excludes the pause."""
     with tempfile.TemporaryDirectory(prefix="vitserve-wrk-") as tmp:
         script, body, headers = Path(tmp) / "post.lua", Path(tmp) / "body", Path(tmp) / "headers"
         script.write_text(LUA)
@@ -131,7 +124,6 @@ def run_wrk(
         env = {**os.environ, "VITSERVE_WRK_BODY": str(body), "VITSERVE_WRK_HEADERS": str(headers)}
         if think_ms is not None:
             env["VITSERVE_WRK_THINK_MS"] = f"{think_ms:g}"
-            env["VITSERVE_WRK_PAUSES"] = "fixed" if fixed_pauses else "random"
         # One thread drives every connection: at these rates it is far from busy, and a second
         # thread would only take a core from the server.
         # wrk takes whole seconds only.
