@@ -165,8 +165,9 @@ class Batcher:
         return batch
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        alone = self._run_alone is not None and len(self._drainers) == 1 and not self._queue
-        run = self._run_alone if alone and self._run_alone is not None else self._run
+        run = self._run
+        if self._run_alone is not None and len(self._drainers) == 1 and not self._queue:
+            run = self._run_alone  # nothing else runs or waits: the session with every thread
         started = time.perf_counter()
         try:
             logits = await loop.run_in_executor(
