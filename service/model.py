@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from vitserve.runtime.batcher import Batcher, BatchObserver, warm_up_sizes
+from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_sizes
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
@@ -61,13 +61,13 @@ class LocalModel:
                 self.alone = self._load(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
-            self._probabilities,
+            probabilities(self.classifier),
             max_batch_size=settings.max_batch_size,
             deadline_s=settings.max_latency_ms / 1000,
             max_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
             runners=runners,
-            run_alone=None if self.alone is None else self._probabilities_alone,
+            run_alone=None if self.alone is None else probabilities(self.alone),
         )
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(self.batcher.run_size), self.classifier.input_shape)
@@ -103,14 +103,6 @@ class LocalModel:
         del probe  # one runner, which gets every CPU: loaded again with them
         return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1
 
-    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
-        return softmax(self.classifier.predict_batch(pixels))
-
-    def _probabilities_alone(self, pixels: np.ndarray) -> np.ndarray:
-        assert self.alone is not None
-        return softmax(self.alone.predict_batch(pixels))
-
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
         return await self.batcher.infer(pixels)
 
@@ -130,6 +122,16 @@ class LocalModel:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def probabilities(classifier: OnnxClassifier) -> RunBatch:
+    """The batcher's model call on one session: pixels -> class probabilities."""
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        # In the model's thread, once per batch: the event loop only ranks (runtime/predictions.py).
+        return softmax(classifier.predict_batch(pixels))
+
+    return run
 
 
 def runners_for(probe_ms: float, cpus: int, threads_per_run: int, costly_ms: float = CHEAP_MODEL_MS) -> int:
