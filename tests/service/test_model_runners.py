@@ -83,6 +83,7 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
             cpus,
         )
         assert model.batcher.run_size == -(-settings.max_batch_size // cpus)
+        assert info["batch_one_ms"] == info["runners_probe_ms"]  # the probe's session serves: timed once
         pre = model.metadata.preprocessing
         samples = sorted(SAMPLES_DIR.glob("*.png"))[:6]
         pixels = np.stack([decode_opened(open_image(p.read_bytes(), DecodeLimits()), pre) for p in samples])
