@@ -22,28 +22,24 @@ import statistics
 
 from vitserve.bench import workloads
 from vitserve.bench.peers import NAIVE, PEERS, VITSERVE, vitserve_variant
-from vitserve.bench.processes import tree_cpu_s, wait_quiet
-from vitserve.bench.serve import BenchConfig, Server, ServerSpec, check_answers
-from vitserve.bench.wrk import Upload, run_wrk
+from vitserve.bench.processes import wait_quiet
+from vitserve.bench.serve import BenchConfig, Point, Server, ServerSpec, check_answers, measure_point
+from vitserve.bench.wrk import Upload
 
 
 def spec_for(variant: str) -> ServerSpec:
     return {"base": VITSERVE, "naive": NAIVE, **PEERS}.get(variant) or vitserve_variant(variant)
 
 
-def measure(
-    server: Server, upload: Upload, concurrency: int, others: list[Server]
-) -> tuple[float, float, float, float]:
-    """img/s, server CPU ms per image, p50 and p99 ms of one short point, once every server is quiet."""
+# 1 s of warm-up, then 4 s measured: short, so that the variants of a round run close together.
+POINT = BenchConfig(warmup_s=1.0, duration_s=4.0)
+
+
+def measure(server: Server, upload: Upload, concurrency: int, others: list[Server]) -> Point:
+    """bench/serve.py's point, short, once every other server is quiet too."""
     for other in others:  # the last point's abandoned requests, still being served there
         wait_quiet(other.pid)
-    url = server.url + server.spec.classify_path
-    run_wrk(url, upload, concurrency, 1.0)
-    wait_quiet(server.pid)
-    before = tree_cpu_s(server.pid)
-    result = run_wrk(url, upload, concurrency, 4.0)
-    answered = max(result.requests - result.failed, 1)
-    return result.ok_per_s, 1000 * (tree_cpu_s(server.pid) - before) / answered, result.p50_ms, result.p99_ms
+    return measure_point(server, upload, concurrency, POINT)
 
 
 def main() -> None:
@@ -58,11 +54,11 @@ def main() -> None:
     try:
         for variant in args.variants:
             spec = spec_for(variant)
-            server = Server(spec, workload.model_dir, BenchConfig()).start()
+            server = Server(spec, workload.model_dir, POINT).start()
             upload = spec.upload(workload.image, workload.media_type)
             check_answers(server, upload)
             servers.append((server, upload))
-        points: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
+        points: dict[tuple[str, int], list[Point]] = {}
         for round_index in range(args.rounds):
             order = servers if round_index % 2 == 0 else servers[::-1]
             for c in args.concurrency:
@@ -77,9 +73,10 @@ def main() -> None:
     for c in args.concurrency:
         for server, _ in servers:
             rows = points[(server.spec.name, c)]
-            paired = [a[0] / b[0] for a, b in zip(rows, points[(first, c)], strict=True)]
-            img_s = [r[0] for r in rows]
-            cpu, p50, p99 = (statistics.median(r[i] for r in rows) for i in (1, 2, 3))
+            paired = [a.images_per_s / b.images_per_s for a, b in zip(rows, points[(first, c)], strict=True)]
+            img_s = [r.images_per_s for r in rows]
+            cpu = statistics.median(r.server_cpu_ms_per_image for r in rows)
+            p50, p99 = statistics.median(r.p50_ms for r in rows), statistics.median(r.p99_ms for r in rows)
             print(
                 f"c={c} {server.spec.name}: img/s median {statistics.median(img_s):.1f} "
                 f"({min(img_s):.1f}-{max(img_s):.1f}), CPU ms/img {cpu:.2f}, p50 {p50:.1f} ms, "
