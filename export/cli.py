@@ -37,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="npz with uint8 'images' and 'labels' (default: heldout.npz beside the checkpoint)",
     )
     parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="npz with uint8 'images' from the training distribution, for int8's activation scales "
+        "(default: calibration.npz beside the checkpoint)",
+    )
+    parser.add_argument(
         "--no-explain",
         action="store_true",
         help="skip model.explain.onnx, the attention-map companion that POST /explain needs",
@@ -57,14 +64,19 @@ def run(args: argparse.Namespace) -> int:
     # torch's exporter warns about optional packages (torchvision) that a ViT never uses.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # onnxruntime's quantizer advises running its pre-processing on every call, through the root logger;
-    # the INT8 gate, not that advice, decides whether the variant is good enough.
+    # the INT8 gates, not that advice, decide whether the variant is good enough.
     logging.getLogger().addFilter(
         lambda record: "pre-processing before quantization" not in record.getMessage()
     )
     config = ExportConfig(precisions=tuple(dict.fromkeys(args.precision)), explain=not args.no_explain)
     try:
         variants = export_checkpoint(
-            args.checkpoint, args.out, config, preset=args.preset, heldout=args.heldout
+            args.checkpoint,
+            args.out,
+            config,
+            preset=args.preset,
+            heldout=args.heldout,
+            calibration=args.calibration,
         )
     except (ExportError, CheckpointError) as exc:
         # The message names the failed figure or step; a traceback would only bury it.

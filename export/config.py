@@ -28,6 +28,13 @@ class Tolerances:
     explain_max_abs_logit: float = 1e-4
     # Each attention row is a softmax; more than this off 1 means the output is not what it claims.
     explain_max_row_sum_error: float = 1e-4
+    # An image's logits alone against the same image inside mixed batches (positions, partners, sizes),
+    # on one thread alone and the gate's threads in batches. On the CPU: bitwise, since every CPU kernel
+    # the variants use reduces each row in an order that does not depend on the batch.
+    batch_max_abs_logit: float = 0.0
+    # FP16 on CUDA may pick other GEMM kernels per batch size (split-K sums in another order); stated,
+    # with no top-1 change allowed, until a GPU run measures it.
+    fp16_batch_max_abs_logit: float = 1e-2
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,12 @@ class ExportConfig:
     # `vitserve export` unless --no-explain.
     explain: bool = False
     intra_op_threads: int = 2
+    # The batch-invariance gate: this many gate images, each alone and inside mixed batches of these
+    # sizes (32: the service's default largest batch).
+    invariance_images: int = 8
+    invariance_batch_sizes: tuple[int, ...] = (2, 3, 8, 32)
+    # Calibration images read for static INT8 (min/max of every activation over them).
+    max_calibration: int = 512
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -54,5 +67,10 @@ class ExportConfig:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise ValueError(f"precisions must be a non-empty subset of {PRECISIONS}, got {self.precisions}")
-        if self.max_heldout <= 0 or self.random_samples <= 0 or self.eval_batch <= 0:
-            raise ValueError("max_heldout, random_samples and eval_batch must be positive")
+        sizes = (self.max_heldout, self.random_samples, self.eval_batch, self.invariance_images)
+        if min(sizes) <= 0 or self.max_calibration <= 0:
+            raise ValueError(
+                "max_heldout, random_samples, eval_batch, invariance_images, max_calibration must be positive"
+            )
+        if not self.invariance_batch_sizes or min(self.invariance_batch_sizes) < 2:
+            raise ValueError(f"invariance_batch_sizes must be sizes >= 2, got {self.invariance_batch_sizes}")

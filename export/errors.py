@@ -39,3 +39,19 @@ class GateUnavailableError(ExportError):
 
 class HeldoutError(ExportError):
     """The held-out file is missing, unreadable or does not fit the model."""
+
+
+class CalibrationError(ExportError):
+    """INT8 calibration images are missing, unreadable, or the held-out set itself."""
+
+
+class BatchVarianceError(ExportError):
+    """A variant's scores for an image change with the other images of its batch."""
+
+    def __init__(self, precision: str, max_abs: float, limit: float, top1_changes: int, batches: int) -> None:
+        self.precision, self.max_abs, self.limit, self.top1_changes = precision, max_abs, limit, top1_changes
+        super().__init__(
+            f"{precision} batch-invariance gate failed: an image's logits alone and beside other images "
+            f"differ by up to {max_abs:.6g} (limit {limit:.6g}), top-1 changed {top1_changes} times over "
+            f"{batches} mixed batches; its answers would depend on what the batcher put beside it"
+        )

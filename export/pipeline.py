@@ -19,15 +19,19 @@ import torch
 import vitserve
 from vitserve.export.config import EXPLAIN, OPSET, ExportConfig
 from vitserve.export.convert import PixelClassifier, export_onnx
+from vitserve.export.errors import CalibrationError
 from vitserve.export.fusion import FusionReport, check_fusion
+from vitserve.export.optimize import attention_on_tokens
 from vitserve.export.precision import to_fp16, to_int8
 from vitserve.export.verify import (
     EvalData,
     GateResult,
+    find_calibration,
     find_heldout,
     gate,
     gate_data,
     gate_provider,
+    load_calibration,
     torch_logits,
 )
 from vitserve.export.write import with_metadata, write_atomic
@@ -52,15 +56,21 @@ def export_checkpoint(
     config: ExportConfig | None = None,
     preset: str | None = None,
     heldout: str | Path | None = None,
+    calibration: str | Path | None = None,
 ) -> list[ExportedVariant]:
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint, preset)
     heldout_path = find_heldout(checkpoint, Path(heldout) if heldout is not None else None)
-    return export_loaded(loaded, Path(out_dir), config or ExportConfig(), heldout_path)
+    calibration_path = find_calibration(checkpoint, Path(calibration) if calibration is not None else None)
+    return export_loaded(loaded, Path(out_dir), config or ExportConfig(), heldout_path, calibration_path)
 
 
 def export_loaded(
-    loaded: LoadedModel, out_dir: Path, config: ExportConfig, heldout: Path | None = None
+    loaded: LoadedModel,
+    out_dir: Path,
+    config: ExportConfig,
+    heldout: Path | None = None,
+    calibration: Path | None = None,
 ) -> list[ExportedVariant]:
     """Build and gate every requested variant first; write only when all of them passed."""
     vit = loaded.model.eval()
@@ -68,7 +78,21 @@ def export_loaded(
     data = gate_data(heldout, loaded.preprocessing, config)
     for variant in config.variants:
         gate_provider(variant, data)  # refuse before minutes of conversion, not after
-    fp32 = export_onnx(vit, loaded.preprocessing)
+    calibration_pixels = None
+    if "int8" in config.variants:
+        if calibration is None:
+            raise CalibrationError(
+                "int8 needs calibration images from the training distribution (uint8 'images' in an npz): "
+                "pass --calibration PATH or put calibration.npz beside the checkpoint"
+            )
+        calibration_pixels = load_calibration(
+            calibration, heldout, loaded.preprocessing, config.max_calibration
+        )
+    exported = export_onnx(vit, loaded.preprocessing)
+    # The CPU variants take attention on the token layout (export/optimize.py); FP16 keeps the
+    # exporter's layout, the one whose placement on CUDA the GPU suite checks.
+    fp32, moved = attention_on_tokens(exported)
+    log.info("%d of %d attention nodes fed on the token layout", moved, depth)
     reference = torch_logits(
         PixelClassifier(vit, loaded.preprocessing).eval(), data.pixels, config.eval_batch
     )
@@ -76,8 +100,8 @@ def export_loaded(
 
     builders: dict[str, Callable[[], onnx.ModelProto]] = {
         "fp32": lambda: fp32,
-        "fp16": lambda: to_fp16(fp32),
-        "int8": lambda: to_int8(fp32),
+        "fp16": lambda: to_fp16(exported),
+        "int8": lambda: to_int8(fp32, calibration_pixels),  # type: ignore[arg-type]
         EXPLAIN: lambda: export_onnx(vit, loaded.preprocessing, fused=False, attention_outputs=True),
     }
     results: dict[str, GateResult] = {}
@@ -95,6 +119,8 @@ def export_loaded(
     written = []
     for variant, model, fusion, result in verified:
         extra = provenance(data, result)
+        if variant == "int8" and calibration_pixels is not None:
+            extra["calibration_data"] = f"{calibration} ({len(calibration_pixels)} images)"
         if variant == EXPLAIN:
             extra[ROLE_KEY] = EXPLANATION_ROLE  # the service loads it for /explain, never for /classify
         metadata = ArtifactMetadata(

@@ -17,13 +17,21 @@ from PIL import Image
 
 from vitserve.export.config import EXPLAIN, ExportConfig
 from vitserve.export.convert import PixelClassifier
-from vitserve.export.errors import GateUnavailableError, HeldoutError, ParityError
+from vitserve.export.errors import (
+    BatchVarianceError,
+    CalibrationError,
+    ExportError,
+    GateUnavailableError,
+    HeldoutError,
+    ParityError,
+)
 from vitserve.runtime.artifact import INPUT_NAME, OUTPUT_NAME, Preprocessing
 from vitserve.runtime.decode import RESAMPLING
 from vitserve.runtime.explain_session import ATTENTIONS_NAME
 from vitserve.runtime.session import CPU, CUDA
 
 HELDOUT_FILE = "heldout.npz"
+CALIBRATION_FILE = "calibration.npz"
 
 
 @dataclass(frozen=True)
@@ -44,25 +52,47 @@ class GateResult:
     logits: np.ndarray = field(repr=False, compare=False)
 
 
-def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalData:
-    """Read `images` (N, H, W) or (N, H, W, 3) uint8 and `labels` from an npz; resize to the model's size."""
+def read_images(path: Path, preprocessing: Preprocessing, limit: int, error: type[ExportError]) -> np.ndarray:
+    """uint8 `images` (N, H, W) or (N, H, W, 3) from an npz, as RGB at the model's size; `error` names
+    which file was wrong (held-out or calibration)."""
     try:
         with np.load(path) as data:
-            images, labels = data["images"], data["labels"]
+            images = data["images"]
     except (OSError, KeyError, ValueError) as exc:
-        raise HeldoutError(f"{path}: cannot read 'images' and 'labels' from it: {exc}") from exc
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels) or not len(images):
-        raise HeldoutError(
-            f"{path}: want uint8 images (N,H,W[,3]) and N labels, got {images.dtype} {images.shape}"
-        )
-    images, labels = images[:limit], labels[:limit].astype(np.int64)
+        raise error(f"{path}: cannot read 'images' from it: {exc}") from exc
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or not len(images):
+        raise error(f"{path}: want uint8 images (N,H,W[,3]), got {images.dtype} {images.shape}")
+    images = images[:limit]
     if images.ndim == 3:  # grayscale: the model takes RGB
         images = np.repeat(images[..., None], 3, axis=-1)
     size = preprocessing.image_size
     if images.shape[1:3] != (size, size):
         resample = RESAMPLING[preprocessing.interpolation]
         images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), resample)) for im in images])
-    return EvalData(np.ascontiguousarray(images), labels, f"heldout:{path} ({len(images)} images)")
+    return np.ascontiguousarray(images)
+
+
+def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalData:
+    """Read `images` and `labels` from an npz; images resized to the model's size."""
+    pixels = read_images(path, preprocessing, limit, HeldoutError)
+    try:
+        with np.load(path) as data:
+            labels, count = data["labels"], len(data["images"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise HeldoutError(f"{path}: cannot read 'labels' from it: {exc}") from exc
+    if len(labels) != count:
+        raise HeldoutError(f"{path}: {len(labels)} labels for {count} images")
+    return EvalData(pixels, labels[: len(pixels)].astype(np.int64), f"heldout:{path} ({len(pixels)} images)")
+
+
+def load_calibration(
+    path: Path, heldout: Path | None, preprocessing: Preprocessing, limit: int
+) -> np.ndarray:
+    """Calibration images for static INT8: from the training distribution, never the held-out set the
+    gates measure on (scales fitted to the test images would flatter the accuracy gate)."""
+    if heldout is not None and path.resolve() == heldout.resolve():
+        raise CalibrationError(f"{path} is the held-out set; calibrate on training images")
+    return read_images(path, preprocessing, limit, CalibrationError)
 
 
 def random_pixels(image_size: int, count: int, seed: int) -> EvalData:
@@ -79,14 +109,23 @@ def gate_data(heldout: Path | None, preprocessing: Preprocessing, config: Export
     return random_pixels(preprocessing.image_size, config.random_samples, config.seed)
 
 
-def find_heldout(checkpoint: Path, explicit: Path | None) -> Path | None:
+def find_beside(checkpoint: Path, explicit: Path | None, name: str, error: type[ExportError]) -> Path | None:
+    """`explicit` (which must exist), else the file `name` beside the checkpoint if there is one."""
     if explicit is not None:
         if not explicit.is_file():
-            raise HeldoutError(f"no held-out file at {explicit}")
+            raise error(f"no file at {explicit}")
         return explicit
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    candidate = folder / HELDOUT_FILE
+    candidate = folder / name
     return candidate if candidate.is_file() else None
+
+
+def find_heldout(checkpoint: Path, explicit: Path | None) -> Path | None:
+    return find_beside(checkpoint, explicit, HELDOUT_FILE, HeldoutError)
+
+
+def find_calibration(checkpoint: Path, explicit: Path | None) -> Path | None:
+    return find_beside(checkpoint, explicit, CALIBRATION_FILE, CalibrationError)
 
 
 def torch_logits(module: PixelClassifier, pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -162,6 +201,51 @@ def gate_provider(precision: str, data: EvalData) -> str:
     return CUDA
 
 
+@dataclass(frozen=True)
+class BatchVariance:
+    """How far an image's logits inside mixed batches strayed from its logits alone."""
+
+    max_abs_logit: float
+    top1_changes: int
+    batches: int
+
+
+def mixed_batches(probes: int, pool: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
+    """Indices into the gate images: for each size, batches that together hold every probe (indices below
+    `probes`) once, beside partners drawn from the rest of the pool, at shuffled positions."""
+    rng = np.random.default_rng(seed)
+    others = np.arange(probes, pool) if pool > probes else np.arange(pool)
+    batches = []
+    for size in sizes:
+        per_batch = max(1, size // 2)  # every batch has partners, and other probes at other positions
+        for start in range(0, probes, per_batch):
+            chosen = np.arange(start, min(start + per_batch, probes))
+            partners = rng.choice(others, size - len(chosen), replace=size - len(chosen) > len(others))
+            batches.append(rng.permutation(np.concatenate([chosen, partners])))
+    return batches
+
+
+def batch_variance(
+    model: onnx.ModelProto, provider: str, pixels: np.ndarray, config: ExportConfig
+) -> BatchVariance:
+    """Each probe image alone on a one-thread session, then inside mixed batches on the gate's threads:
+    the service runs an image alone or batched, on one thread or several, by load and layout."""
+    data = model.SerializeToString()
+    alone_session = make_session(data, provider, 1)
+    batch_session = make_session(data, provider, config.intra_op_threads)
+    probes = min(config.invariance_images, len(pixels))
+    alone = ort_logits(alone_session, pixels[:probes], 1)
+    batches = mixed_batches(probes, len(pixels), config.invariance_batch_sizes, config.seed)
+    worst, changes = 0.0, 0
+    for indices in batches:
+        (logits,) = batch_session.run([OUTPUT_NAME], {INPUT_NAME: pixels[indices]})
+        for position in np.flatnonzero(indices < probes):
+            row, reference = logits[position], alone[indices[position]]
+            worst = max(worst, float(np.max(np.abs(row.astype(np.float64) - reference))))
+            changes += int(row.argmax() != reference.argmax())
+    return BatchVariance(worst, changes, len(batches))
+
+
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
 
@@ -206,6 +290,14 @@ def gate(
         metrics["accuracy_drop"] = drop
         _require(variant, "top1_agreement", agreement, tol.int8_top1_agreement, at_most=False)
         _require(variant, "accuracy_drop", drop, tol.int8_accuracy_drop, at_most=True)
+    if variant != EXPLAIN:  # /explain runs one image at a time: only the serving variants are batched
+        variance = batch_variance(model, provider, data.pixels, config)
+        metrics["batch_max_abs_logit"] = variance.max_abs_logit
+        limit = tol.fp16_batch_max_abs_logit if variant == "fp16" else tol.batch_max_abs_logit
+        if variance.max_abs_logit > limit or variance.top1_changes or np.isnan(variance.max_abs_logit):
+            raise BatchVarianceError(
+                variant, variance.max_abs_logit, limit, variance.top1_changes, variance.batches
+            )
     if data.labels is not None:
         metrics["accuracy"] = float(np.mean(logits.argmax(1) == data.labels))
     return GateResult(variant, provider, metrics, logits)

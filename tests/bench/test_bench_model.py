@@ -24,7 +24,7 @@ def test_bench_model_prints_a_row_per_variant_and_batch(
     out = capsys.readouterr().out
     assert out.startswith("command: vitserve bench model") and "CPU: " in out
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
-    variants = ["pytorch", "ort-fp32-unfused", "ort-fp32-fused", "ort-int8"]
+    variants = ["pytorch", "ort-fp32-unfused", "ort-fp32-fused", "ort-fp32", "ort-int8", "ort-int8-dynamic"]
     assert [(r.split(" | ")[1], r.split(" | ")[2]) for r in rows] == [
         (b, v) for b in ("1", "4") for v in variants
     ]

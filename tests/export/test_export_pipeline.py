@@ -13,7 +13,13 @@ import torch
 from vitserve.cli import main
 from vitserve.export.config import ExportConfig, Tolerances
 from vitserve.export.convert import PixelClassifier, export_onnx
-from vitserve.export.errors import FusionError, GateUnavailableError, HeldoutError, ParityError
+from vitserve.export.errors import (
+    CalibrationError,
+    FusionError,
+    GateUnavailableError,
+    HeldoutError,
+    ParityError,
+)
 from vitserve.export.fusion import check_fusion, count_fusion
 from vitserve.export.pipeline import export_checkpoint
 from vitserve.export.verify import cuda_usable, load_heldout, make_session
@@ -57,6 +63,9 @@ def heldout_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.inference_mode():
         labels = PixelClassifier(vit, PREPROCESSING)(torch.from_numpy(pixels)).argmax(1).numpy()
     np.savez(folder / "heldout.npz", images=images, labels=labels.astype(np.int64))
+    # Calibration images for INT8: drawn apart from the held-out ones, as training images would be.
+    calibration = np.random.default_rng(2).integers(0, 256, size=(64, 16, 16), dtype=np.uint8)
+    np.savez(folder / "calibration.npz", images=calibration)
     return folder
 
 
@@ -112,10 +121,39 @@ def test_int8_variant_is_gated_on_heldout_and_runs(heldout_checkpoint: Path, tmp
     assert (meta.precision, meta.fused_attention) == ("int8", TINY.depth)
     assert meta.extra["gate_data"].startswith("heldout:")
     assert float(meta.extra["gate_top1_agreement"]) >= 0.99
-    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(int8)).graph.node}
-    pixels = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    assert float(meta.extra["gate_batch_max_abs_logit"]) == 0.0
+    assert meta.extra["calibration_data"].endswith("calibration.npz (64 images)")
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    # Static: scales are constants of the graph, none computed from the batch at run time.
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    pixels = load_heldout(heldout_checkpoint / "heldout.npz", PREPROCESSING, limit=3).pixels
     (logits,) = make_session(int8.read_bytes(), "CPUExecutionProvider", 1).run(None, {INPUT_NAME: pixels})
     assert logits.shape == (3, TINY.num_classes) and logits.dtype == np.float32
+    loaded = load_checkpoint(heldout_checkpoint)
+    with torch.inference_mode():
+        expected = PixelClassifier(loaded.model, loaded.preprocessing)(torch.from_numpy(pixels)).numpy()
+    assert (logits.argmax(1) == expected.argmax(1)).all()
+
+
+def test_int8_without_calibration_images_is_refused(heldout_checkpoint: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "heldout.npz"):
+        (folder / name).write_bytes((heldout_checkpoint / name).read_bytes())
+    with pytest.raises(CalibrationError, match="calibration"):
+        export_checkpoint(folder, tmp_path / "out", ExportConfig(precisions=("fp32", "int8")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_refuses_to_calibrate_on_the_heldout_set(heldout_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="held-out"):
+        export_checkpoint(
+            heldout_checkpoint,
+            tmp_path / "out",
+            ExportConfig(precisions=("fp32", "int8")),
+            calibration=heldout_checkpoint / "heldout.npz",
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_failing_int8_gate_writes_no_variant_at_all(heldout_checkpoint: Path, tmp_path: Path) -> None:
@@ -161,6 +199,6 @@ def test_cli_export_then_inspect(
 def test_unreadable_heldout_file_is_a_typed_error(tiny_checkpoint: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, pictures=np.zeros((2, 32, 32), dtype=np.uint8))
-    with pytest.raises(HeldoutError, match="'images' and 'labels'"):
+    with pytest.raises(HeldoutError, match="cannot read 'images'"):
         export_checkpoint(tiny_checkpoint, tmp_path / "out", heldout=bad)
     assert not (tmp_path / "out").exists()
