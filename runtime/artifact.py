@@ -127,6 +127,13 @@ class ArtifactMetadata:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def batch_max_abs_logit(self) -> float | None:
+        """The export gate's largest logit change of an image between alone and inside mixed batches;
+        None for an artifact exported before that gate."""
+        value = self.extra.get("gate_batch_max_abs_logit")
+        return None if value is None else float(value)
+
     def to_json(self) -> str:
         data = asdict(self)
         data["labels"] = list(self.labels)

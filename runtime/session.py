@@ -53,10 +53,15 @@ class SessionOptions:
     spin: str = "never"  # how the intra-op threads wait for work: runtime/spin.py
 
 
+def auto_order(use_cuda: bool) -> list[str]:
+    """What `auto` looks for, in order: FP16 on a GPU, else INT8 (static, so batch-invariant) then FP32."""
+    return ["fp16", "fp32"] if use_cuda else ["int8", "fp32"]
+
+
 def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
-    """auto: FP16 on a GPU, else INT8 (then FP32) on the CPU; an explicit precision must exist."""
+    """auto: the first of auto_order present; an explicit precision must exist."""
     if precision == "auto":
-        order = ["fp16", "fp32"] if use_cuda else ["int8", "fp32"]
+        order = auto_order(use_cuda)
     else:
         if precision not in PRECISIONS:
             choices = ", ".join(PRECISIONS)
@@ -70,12 +75,24 @@ def choose_artifact(model_dir: Path, precision: str, use_cuda: bool) -> Path:
     raise ModelLoadError(f"no artifact in {model_dir} for precision {precision!r} (looked for {wanted})")
 
 
+def why_chosen(path: Path, precision: str, use_cuda: bool) -> str:
+    """One line for GET /model: why this file serves."""
+    if precision != "auto":
+        return f"precision {precision} was asked for"
+    files = [ARTIFACT_FILES[p] for p in auto_order(use_cuda)]
+    missing = files[: files.index(path.name)]
+    where = "a GPU" if use_cuda else "the CPU"
+    reason = f"auto on {where} serves the first of {', '.join(files)} in the folder"
+    return reason + (f"; it has no {', '.join(missing)}" if missing else "")
+
+
 class OnnxClassifier:
     """One ORT session over a vitserve artifact; `predict_batch` takes uint8 (N, H, W, 3) pixels."""
 
     def __init__(self, model_dir: Path, options: SessionOptions) -> None:
         want_cuda = wants_cuda(options.device)
         self.path = choose_artifact(model_dir, options.precision, want_cuda)
+        self.choice = why_chosen(self.path, options.precision, want_cuda)
         threads = options.intra_op_threads or cpu_budget()
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -99,6 +116,12 @@ class OnnxClassifier:
         log.info(
             "loaded %s (%s) on %s, %d threads", self.path, self.metadata.precision, self.providers, threads
         )
+        if self.metadata.batch_max_abs_logit is None:
+            log.warning(
+                "%s predates the export's batch-invariance gate: an image's scores may depend on its "
+                "batch-mates; export it again with `vitserve export`",
+                self.path,
+            )
 
     def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits."""

@@ -112,6 +112,9 @@ class LocalModel:
     def info(self) -> dict[str, object]:
         return {
             "artifact": self.classifier.path.name,
+            "artifact_choice": self.classifier.choice,
+            # 0.0: an image's scores are bitwise the same alone or beside any others (export gate).
+            "batch_max_abs_logit": self.metadata.batch_max_abs_logit,
             "precision": self.metadata.precision,
             "providers": list(self.classifier.providers),
             "intra_op_threads": self.classifier.intra_op_threads,

@@ -51,6 +51,9 @@ class ModelInfo(BaseModel):
     precision: str
     providers: list[str]
     artifact: str
+    artifact_choice: str
+    # The export gate's largest logit change of an image alone vs in mixed batches; None: not gated.
+    batch_max_abs_logit: float | None
     preprocessing: dict[str, object]
     fused_attention: int
     max_batch_size: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from vitserve.runtime.session import (
     OnnxClassifier,
     SessionOptions,
     choose_artifact,
+    why_chosen,
 )
 from vitserve.service.settings import Settings, SettingsError
 
@@ -289,3 +291,51 @@ def test_the_artifact_file_can_be_moved_after_loading(tmp_path: Path, artifact_d
     loaded = OnnxClassifier(tmp_path / "m", CPU_ONLY)
     shutil.rmtree(tmp_path / "m")
     assert loaded.predict_batch(random_pixels(1)).shape == (1, len(LABELS))
+
+
+@pytest.mark.parametrize(
+    ("present", "precision", "use_cuda", "why"),
+    [
+        (
+            ("fp32",),
+            "auto",
+            False,
+            "auto on the CPU serves the first of model.int8.onnx, model.onnx in the "
+            "folder; it has no model.int8.onnx",
+        ),
+        (
+            ("fp32", "int8"),
+            "auto",
+            False,
+            "auto on the CPU serves the first of model.int8.onnx, model.onnx in the folder",
+        ),
+        (
+            ("fp32", "fp16"),
+            "auto",
+            True,
+            "auto on a GPU serves the first of model.fp16.onnx, model.onnx in the folder",
+        ),
+        (("fp32", "int8"), "fp32", False, "precision fp32 was asked for"),
+    ],
+)
+def test_why_an_artifact_serves_is_said(
+    tmp_path: Path, present: tuple[str, ...], precision: str, use_cuda: bool, why: str
+) -> None:
+    folder = model_dir(tmp_path, *present)
+    assert why_chosen(choose_artifact(folder, precision, use_cuda), precision, use_cuda) == why
+
+
+def test_an_artifact_from_before_the_batch_gate_is_served_with_a_warning(
+    tmp_path: Path, exported: onnx.ModelProto, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_atomic(with_metadata(exported, metadata()), tmp_path / ARTIFACT_FILES["fp32"])
+    with caplog.at_level("WARNING", logger="vitserve.runtime.session"):
+        old = OnnxClassifier(tmp_path, CPU_ONLY)
+    assert old.metadata.batch_max_abs_logit is None
+    assert "predates the export's batch-invariance gate" in caplog.text
+    caplog.clear()
+    gated = replace(metadata(), extra={"gate_batch_max_abs_logit": "0"})
+    write_atomic(with_metadata(exported, gated), tmp_path / ARTIFACT_FILES["fp32"])
+    with caplog.at_level("WARNING", logger="vitserve.runtime.session"):
+        new = OnnxClassifier(tmp_path, CPU_ONLY)
+    assert new.metadata.batch_max_abs_logit == 0.0 and "predates" not in caplog.text
