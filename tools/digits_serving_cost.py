@@ -57,7 +57,7 @@ def cost_per_image(model: Path, images: list[bytes], batch: int, threads: int) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/digits_serving_cost.py", description=__doc__)
     parser.add_argument("--models", nargs="+", type=Path, required=True, help="model folders")
-    parser.add_argument("--artifact", default="model.int8.onnx", help="file in each folder (CPU default)")
+    parser.add_argument("--artifact", default="model.onnx", help="file in each folder (what the CPU serves)")
     parser.add_argument("--samples", type=Path, default=None, help="default: the first model's samples/")
     parser.add_argument("--wild-per-group", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
