@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_serve(group)
     register_peers(group)
     register_score(group)
+    register_flood(group)
     register_gpu(group)
+
+
+def register_flood(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "flood",
+        help="overload: served and shed per second while wrk connections resend at once",
+        description="The first connection count is the capacity point; the rest flood the server.",
+    )
+    parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 256, 1024])
+    parser.add_argument("--duration-s", type=float, default=8.0)
+    parser.add_argument("--max-in-flight", type=int, default=16)
+    parser.add_argument("--route", choices=["/classify", "/classify_batch"], default="/classify")
+    parser.add_argument("--images", type=int, default=4, help="images per /classify_batch request")
+    parser.add_argument("--set", action="append", default=[], metavar="VITSERVE_X=V", help="a setting")
+    parser.set_defaults(func=run_flood_command)
+
+
+def run_flood_command(args: argparse.Namespace) -> int:
+    from vitserve.bench.flood import FloodConfig, flood_upload, markdown, run_flood
+    from vitserve.bench.workloads import digits
+
+    settings = tuple(tuple(pair.split("=", 1)) for pair in args.set)
+    if not all(len(pair) == 2 and pair[0].startswith("VITSERVE_") for pair in settings):
+        print("vitserve bench flood: --set takes VITSERVE_X=VALUE", file=sys.stderr)
+        return 2
+    workload = digits()
+    model_dir = args.model_dir or workload.model_dir
+    images = args.images if args.route == "/classify_batch" else 1
+    config = FloodConfig(
+        connections=tuple(args.connections),
+        duration_s=args.duration_s,
+        max_in_flight=args.max_in_flight,
+        route=args.route,
+        images_per_request=images,
+        env=settings,  # type: ignore[arg-type]
+    )
+    upload = flood_upload(workload.image, workload.media_type, args.route, images)
+    points = run_flood(model_dir, upload, config)
+    print(
+        f"command: vitserve bench flood {model_dir} --connections {' '.join(map(str, config.connections))} "
+        f"--duration-s {config.duration_s:g} --max-in-flight {config.max_in_flight} --route {config.route}"
+        + (f" --images {images}" if args.route == "/classify_batch" else "")
+        + "".join(f" --set {k}={v}" for k, v in settings)
+    )
+    print(markdown(points, config))
+    return 0
 
 
 def register_gpu(group: argparse._SubParsersAction) -> None:

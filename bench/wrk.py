@@ -89,6 +89,7 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     generator_cpu_s: float  # user + system CPU of the wrk process itself
+    socket_errors: int = 0  # connect, read and write errors and timeouts: not answers at all
 
     @property
     def ok_per_s(self) -> float:
@@ -151,4 +152,5 @@ def run_wrk(
         p99_ms=s["p99_us"] / 1000,
         max_ms=s["max_us"] / 1000,
         generator_cpu_s=usage.ru_utime + usage.ru_stime,
+        socket_errors=s["connect"] + s["read"] + s["write"] + s["timeout"],
     )

@@ -39,7 +39,9 @@ HTTP_APP = FastAPI(
     docs_url=None,
     redoc_url=None,
 )
-DOOR = FrontDoor(CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s)
+DOOR = FrontDoor(
+    CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s, shed_delay_s=SETTINGS.shed_delay_ms / 1000
+)
 
 
 @bentoml.service(

@@ -5,7 +5,9 @@ OpenTelemetry tracing, access log, request timeout), and a service's mounted app
 Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md
 has the profile). So the door takes POSTs to the classify paths itself:
 
-- no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread;
+- no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread,
+  after `shed_delay_s` for an overload refusal: a connection that resends at once then costs one
+  refusal per delay, not one per loop turn, and the loop stays with the admitted requests;
 - room: handed straight to `direct` (service/classify_http.py's endpoint, a plain ASGI app), under
   the same request timeout, and counted into vitserve's own request metrics on the way out.
 
@@ -19,6 +21,7 @@ alone, each then paying for parsing to be refused.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -32,6 +35,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+OVERLOADED = 429
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,12 @@ class FrontDoor:
     Until `open` hands it a Gatekeeper and `direct` (the service instance exists), everything goes behind.
     """
 
-    def __init__(self, paths: frozenset[str], timeout_s: float) -> None:
+    def __init__(self, paths: frozenset[str], timeout_s: float, shed_delay_s: float = 0.0) -> None:
         self.direct: ASGIApp | None = None
         self.paths = paths
         self.timeout_s = timeout_s
+        self.shed_delay_s = shed_delay_s
+        self.held = 0  # overload refusals waiting out shed_delay_s
         self.behind: ASGIApp | None = None
         self.keeper: Gatekeeper | None = None
         self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
@@ -93,6 +99,12 @@ class FrontDoor:
         path = scope["path"]
         refusal = keeper.refusal(path, self.in_progress)
         if refusal is not None:
+            if refusal.status == OVERLOADED and self.shed_delay_s > 0:
+                self.held += 1
+                try:
+                    await asyncio.sleep(self.shed_delay_s)
+                finally:
+                    self.held -= 1
             await _answer(send, refusal)
             keeper.request_done(scope, refusal.status, time.perf_counter() - started)
             return

@@ -47,6 +47,11 @@ class Settings:
     max_batch_images: int = 64  # images in one /classify_batch request
     default_top_k: int = 5
     retry_after_s: int = 1
+    # How long a request shed for overload (429) waits before its answer goes out. A client that resends
+    # at once (a fleet ignoring Retry-After, a proxy retrying 429s) then costs the event loop one refusal
+    # per connection per this long instead of thousands a second, and admitted images keep the loop.
+    # Keep it below clients' timeouts; 0 answers at once. docs/reliability.md has the measurements.
+    shed_delay_ms: int = 1000
     api_workers: int = 1  # processes that parse and decode requests
     # Decoding threads per API worker. 0 (the default): the worker's share of the CPU budget less one
     # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
@@ -109,6 +114,7 @@ class Settings:
             raise SettingsError(f"{PREFIX}ACCESS_LOG must be 0 or 1, got {self.access_log}")
         for name in (
             "retry_after_s",
+            "shed_delay_ms",
             "intra_op_threads",
             "batch_runners",
             "batch_wait_ms",

@@ -8,6 +8,7 @@ process that never serves a request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -24,18 +25,31 @@ from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
+SHED = 429
+SHED_LOG_PERIOD_S = 1.0
 
 
 class Gatekeeper:
     """The front door's questions, answered by the classify flow; and what BentoML's stack would record.
 
     The access log keeps BentoML's line format (`(status=429)`), so that a log search written for
-    BentoML's lines still finds the classify requests.
+    BentoML's lines still finds the classify requests. Requests shed with 429 get one summary line per
+    `SHED_LOG_PERIOD_S` instead of a line each: under a flood a line per refusal cost the worker more
+    GIL time than the refusals themselves (docs/reliability.md), and the metrics count each one.
     """
 
     def __init__(self, flow: ClassifyFlow, log_access: bool) -> None:
         self.flow = flow
         self.log_access = log_access
+        self.shed_unlogged = 0
+
+    def _log_shed(self) -> None:
+        access_log.info(
+            "shed %d classify request(s) (status=429) in the last %.0f s",
+            self.shed_unlogged,
+            SHED_LOG_PERIOD_S,
+        )
+        self.shed_unlogged = 0
 
     def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
         error = self.flow.refusal(requests_in_progress)
@@ -46,7 +60,13 @@ class Gatekeeper:
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
         self.flow.metrics.request_done(scope["path"], status, seconds)
-        if self.log_access and access_log.isEnabledFor(logging.INFO):
+        if not (self.log_access and access_log.isEnabledFor(logging.INFO)):
+            return
+        if status == SHED:
+            self.shed_unlogged += 1
+            if self.shed_unlogged == 1:  # the first of a period: its line goes out at the period's end
+                asyncio.get_running_loop().call_later(SHED_LOG_PERIOD_S, self._log_shed)
+        else:
             client = scope.get("client") or ("-", 0)
             access_log.info(
                 "%s:%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
