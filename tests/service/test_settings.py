@@ -55,3 +55,10 @@ def test_intra_op_threads_share_the_cpus_among_the_batch_runners(
 def test_set_intra_op_threads_are_kept_whatever_the_runners() -> None:
     settings = Settings.from_env({"VITSERVE_INTRA_OP_THREADS": "3"})
     assert [settings.intra_op_pool_size(cpus, 2) for cpus in (1, 2, 64)] == [3, 3, 3]
+
+
+def test_the_shed_delay_defaults_to_a_second_and_refuses_negatives() -> None:
+    assert Settings.from_env({}).shed_delay_ms == 1000
+    assert Settings.from_env({"VITSERVE_SHED_DELAY_MS": "0"}).shed_delay_ms == 0
+    with pytest.raises(SettingsError, match="VITSERVE_SHED_DELAY_MS must be >= 0"):
+        Settings.from_env({"VITSERVE_SHED_DELAY_MS": "-5"})
