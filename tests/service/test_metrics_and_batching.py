@@ -76,9 +76,9 @@ def test_every_declared_metric_appears_and_counts(vitserve_server: str) -> None:
     # The burst's digit 8 times and in the batch 3 times, the photo once: each under its own label.
     digit_label = batch.json()["results"][0]["label"]
     photo_label = answer.json()["label"]
-    labels = [str(d) for d in range(10)]
-    classified = {label: grew(rf'vitserve_images_classified_total\{{label="{label}"\}}') for label in labels}
-    expected = dict.fromkeys(labels, 0.0)
+    digits = [str(d) for d in range(10)]
+    classified = {label: grew(rf'vitserve_images_classified_total\{{label="{label}"\}}') for label in digits}
+    expected = dict.fromkeys(digits, 0.0)
     expected[digit_label] += 11
     expected[photo_label] += 1
     assert classified == expected
