@@ -40,8 +40,9 @@ typecheck: $(VENV)/.installed-test
 system-deps:
 	bash tools/system-deps.sh
 
+# --durations=25: every run (CI's too) lists its slowest tests, so a test that grows slow is seen.
 test: system-deps lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,8 +129,42 @@ def test_each_write_is_durable_before_it_returns(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     writer = ResultsWriter(path)
     writer.write(ROWS[:1])
-    # Another reader sees the row at once: it was written with one write() and fsync()ed, not buffered.
+    # Another reader sees the row at once: it was written with one write(), not buffered.
     assert path.read_bytes() == encode_row(ROWS[0], "jsonl")
     writer.close()
     writer.close()  # idempotent
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+
+
+def test_each_write_is_fsynced_before_it_returns(tmp_path: Path) -> None:
+    """What no reader can see: the system calls, traced by strace (tools/system-deps.sh installs it)."""
+    strace = shutil.which("strace")
+    assert strace, "strace is missing: run tools/system-deps.sh"
+    path = (tmp_path / "r.jsonl").resolve()
+    trace = tmp_path / "trace.txt"
+    script = (
+        "import sys\n"
+        "from vitserve.client.output import ResultsWriter, Row\n"
+        "writer = ResultsWriter(sys.argv[1])\n"
+        "writer.write([Row('a.png', error='unreadable', message='denied')])\n"
+        "print('returned', flush=True)\n"
+        "writer.close()\n"
+    )
+    traced = [strace, "-f", "-y", "-e", "trace=write,fsync,fdatasync", "-o", str(trace)]
+    subprocess.run(
+        [*traced, sys.executable, "-c", script, str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    calls = trace.read_text().splitlines()
+
+    def first(pattern: str) -> int:
+        found = [i for i, line in enumerate(calls) if re.search(pattern, line)]
+        assert found, f"no {pattern} in the trace:\n" + "\n".join(calls[-30:])
+        return found[0]
+
+    on_file = rf"\(\d+<{re.escape(str(path))}>"
+    written, synced = first(rf"\bwrite{on_file}"), first(rf"\bf(data)?sync{on_file}")
+    returned = first(r'\bwrite\(1<.*"returned')
+    assert written < synced < returned, "the row was not fsynced between its write() and write()'s return"

@@ -14,6 +14,9 @@ from vitserve.models import mnist
 from vitserve.models.evaluate import DEFAULT_HELDOUT
 
 REPO = Path(__file__).resolve().parents[2]
+# Written by tools/mnist_train_digests.py: the training half's image digests, shipped so that the
+# leakage check below needs neither npm nor the network.
+TRAIN_DIGESTS = Path(__file__).with_name("mnist_train_digests.txt")
 
 
 def synthetic_digits(per_class: int = 50) -> mnist.Digits:
@@ -65,6 +68,18 @@ def test_real_split_sizes_and_committed_heldout_match(all_digits: mnist.Digits) 
     committed = mnist.Digits.load(DEFAULT_HELDOUT)
     np.testing.assert_array_equal(committed.images, split.heldout.images)
     np.testing.assert_array_equal(committed.labels, split.heldout.labels)
+
+
+def test_no_heldout_digit_is_in_the_shipped_training_half() -> None:
+    train = set(TRAIN_DIGESTS.read_text().split())
+    assert len(train) == 8_000
+    committed = mnist.Digits.load(DEFAULT_HELDOUT)
+    overlap = [i for i, image in enumerate(committed.images) if mnist.image_digest(image) in train]
+    assert overlap == []
+
+
+def test_the_shipped_training_digests_are_the_split_of_the_digits(all_digits: mnist.Digits) -> None:
+    assert TRAIN_DIGESTS.read_text() == mnist.digests_text(mnist.split(all_digits).train)
 
 
 def test_no_heldout_digit_is_in_the_training_half(all_digits: mnist.Digits) -> None:

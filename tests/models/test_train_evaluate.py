@@ -14,10 +14,16 @@ from vitserve.models.augment import pixels_to_input
 from vitserve.models.checkpoint import load_checkpoint
 from vitserve.models.evaluate import DEFAULT_HELDOUT, evaluate
 from vitserve.models.train import Cycle, TrainConfig, train
+from vitserve.runtime.artifact import ARTIFACT_FILES, EXPLAIN
 from vitserve.runtime.decode import DecodeLimits, decode_image
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "models" / "digits-vit"
+# The floors hold for the checkpoint and for every artifact a server may load from the folder (whichever
+# precisions are shipped), since the served artifact is what users get; not the explain graph.
+SERVED = [COMMITTED / name for precision, name in ARTIFACT_FILES.items() if precision != EXPLAIN]
+MEASURED = [COMMITTED, *(path for path in SERVED if path.is_file())]
+MEASURED_IDS = ["checkpoint" if path == COMMITTED else path.name for path in MEASURED]
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +85,28 @@ SHIPPED_PHOTO_FLOOR = 0.975
 WILD_GROUP_FLOORS = {"handwriting": 0.95, "printed": 0.95, "small": 0.95, "lowres": 0.95}
 
 
-def test_committed_model_accuracy_on_plain_heldout(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["evaluate", str(COMMITTED)]) == 0
+def test_the_served_artifacts_are_measured() -> None:
+    assert COMMITTED / ARTIFACT_FILES["fp32"] in MEASURED  # the one artifact every server can fall back to
+
+
+@pytest.mark.parametrize("model", MEASURED, ids=MEASURED_IDS)
+def test_committed_model_accuracy_on_plain_heldout(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(model)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 2_000 and report["variant"] == "plain"
     assert report["accuracy"] >= SHIPPED_PLAIN_FLOOR
 
 
-def test_committed_model_reads_photo_like_digits() -> None:
-    report = evaluate(COMMITTED, DEFAULT_HELDOUT, variant="photo")
+@pytest.mark.parametrize("model", MEASURED, ids=MEASURED_IDS)
+def test_committed_model_reads_photo_like_digits(model: Path) -> None:
+    report = evaluate(model, DEFAULT_HELDOUT, variant="photo")
     assert report["n"] == 2_000
     assert report["accuracy"] >= SHIPPED_PHOTO_FLOOR
 
 
-def test_committed_model_reads_every_wild_group() -> None:
-    report = evaluate(COMMITTED, DEFAULT_HELDOUT, variant="wild", per_group=100)
+@pytest.mark.parametrize("model", MEASURED, ids=MEASURED_IDS)
+def test_committed_model_reads_every_wild_group(model: Path) -> None:
+    report = evaluate(model, DEFAULT_HELDOUT, variant="wild", per_group=100)
     assert report["n"] == 400 and set(report["groups"]) == {"handwriting", "printed", "small", "lowres"}
     for group, figures in report["groups"].items():
         assert figures["n"] == 100

@@ -27,6 +27,7 @@ class ShutdownReport:
     lost: dict[str, int]  # every outcome other than 200, by status or error
     in_flight_at_sigterm: int  # sent before SIGTERM, answered after it
     readiness_failed_after_s: float  # from SIGTERM to the first /readyz answer other than 200
+    readiness_failed_with: str  # that answer's status, or the error when none came (listener gone)
     last_request_sent_after_s: float  # from SIGTERM
     exit_code: int | None
     exited_after_s: float
@@ -43,17 +44,19 @@ class Balancer(threading.Thread):
         self.url, self.poll_s = url, poll_s
         self.routing = True
         self.failed_at: float | None = None
+        self.failed_with = ""
 
     def run(self) -> None:
         # A generous timeout: a slow answer on a busy machine is not a failed probe in this test.
         with httpx.Client(timeout=10) as client:
             while self.routing:
                 try:
-                    ok = client.get(f"{self.url}/readyz").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if not ok:
+                    answer = str(client.get(f"{self.url}/readyz").status_code)
+                except httpx.HTTPError as exc:
+                    answer = type(exc).__name__
+                if answer != "200":
                     self.failed_at = time.monotonic()
+                    self.failed_with = answer
                     self.routing = False
                 time.sleep(self.poll_s)
 
@@ -97,6 +100,7 @@ def sigterm_under_load(
             1 for o in result.outcomes if o.started_s < term < o.started_s + o.latency_s
         ),
         readiness_failed_after_s=round((balancer.failed_at or float("nan")) - sigterm_at[0], 3),
+        readiness_failed_with=balancer.failed_with,
         last_request_sent_after_s=round(max(o.started_s for o in result.outcomes) - term, 3),
         exit_code=exit_code,
         exited_after_s=round(exited - sigterm_at[0], 2),

@@ -9,7 +9,7 @@ and quoted in docs/reliability.md, not asserted.
 
 from __future__ import annotations
 
-from tests.metrics import metric
+from tests.metrics import scrape
 from tests.reliability.overload import run_overload
 from tests.support import SAMPLES_DIR, running_server
 
@@ -30,16 +30,19 @@ def test_five_times_capacity_is_shed_with_retry_after_and_service_recovers() -> 
             overload_s=10,
             recovery_s=5,
         )
-        retries = metric(server.url, "vitserve_inference_retries_total")
+        after = scrape(server.url)
     print("\n".join(report.lines()))
+    # The precondition, asserted rather than assumed: this one process really offered well over capacity.
+    assert report.sent / report.overload_s >= 2 * report.capacity_rps, "the flood never reached 2x capacity"
     assert report.other == {}, f"accepted requests failed or connections dropped: {report.other}"
-    assert report.shed > report.accepted, "5x capacity was not shed"
+    assert report.shed > 0, "more than capacity was offered and nothing was shed"
     assert report.shed_without_retry_after == 0
+    # Every 429 the clients got is one the server counted, as the dashboards read it.
+    shed = after.get('vitserve_requests_total{code="429",route="/classify"}', 0)
+    assert shed == report.shed == after['vitserve_requests_rejected_total{reason="overloaded"}']
     assert report.rss_peak_mib - report.rss_before_mib < 200
     assert set(report.recovered_statuses) == {"200"}, (
         f"not all served after the flood: {report.recovered_statuses}"
     )
-    # BentoML's default client dropped its whole connection pool every 100 calls, aborting the calls in
-    # flight on it (service/inference.py): ~100 retries a minute, some exhausted into 503s. What remains
-    # is keep-alive connections the worker closed after 5 s idle, at most a pool's worth per idle spell.
-    assert retries <= 32, f"{retries} inference calls were dropped and sent again"
+    # One API worker holds the model itself: no channel to a model server, so nothing is ever resent.
+    assert after["vitserve_inference_retries_total"] == 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tests.reliability.drain import sigterm_under_load
 from tests.support import SAMPLES_DIR, ServerProcess
 
-# The listener keeps serving this long after SIGTERM with /readyz failing: the balancer (polling every
-# 50 ms) must see the failure within it, however busy the machine.
+# The listener keeps serving this long after SIGTERM with /readyz failing: time for the balancer (polling
+# every 50 ms) to see the failure.
 SHUTDOWN_DELAY_S = 5
 
 
@@ -23,7 +23,8 @@ def test_sigterm_under_load_loses_nothing() -> None:
     assert report.in_flight_at_sigterm > 0, (
         "SIGTERM landed while nothing was in flight: the test proved nothing"
     )
-    # Readiness fails at once, while the listener still serves: the balancer notices before anything breaks.
-    assert report.readiness_failed_after_s < SHUTDOWN_DELAY_S
+    # Readiness failed with an answer, so while the listener still served: the balancer noticed before
+    # anything broke. (A listener that closed first fails the probe with a connection error instead.)
+    assert report.readiness_failed_with == "503", log
     assert report.exit_code is not None
     assert report.exited_after_s < SHUTDOWN_DELAY_S + 60  # drained and gone, not hung

@@ -190,9 +190,22 @@ def test_predict_batch_does_not_modify_its_input(classifier: OnnxClassifier) -> 
     np.testing.assert_array_equal(pixels, before)
 
 
-def test_warm_up_runs_each_batch_size(classifier: OnnxClassifier) -> None:
+def test_warm_up_runs_each_batch_size(classifier: OnnxClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_shapes: list[tuple[int, ...]] = []
+    real = classifier.predict_batch
+
+    # Records each batch it is handed, then runs it on the real session.
+    def recording(pixels: np.ndarray) -> np.ndarray:
+        run_shapes.append(pixels.shape)
+        logits = real(pixels)
+        assert logits.shape == (len(pixels), TINY.num_classes)
+        return logits
+
+    monkeypatch.setattr(classifier, "predict_batch", recording)
     classifier.warm_up([1, 2, 4, 8])
+    assert run_shapes == [(n, *classifier.input_shape) for n in (1, 2, 4, 8)]
     classifier.warm_up([])
+    assert len(run_shapes) == 4
 
 
 @pytest.mark.parametrize(

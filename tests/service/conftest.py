@@ -19,13 +19,15 @@ SETTINGS = Settings(model_dir=DEFAULT_MODEL_DIR, precision="fp32", device="cpu",
 
 
 class Gauge:
-    """Admission's in-flight gauge, kept as a plain number to read back."""
+    """Admission's in-flight gauge, kept as a plain number to read back, with the highest it reached."""
 
     def __init__(self) -> None:
         self.value = 0
+        self.peak = 0
 
     def inc(self, n: int = 1) -> None:
         self.value += n
+        self.peak = max(self.peak, self.value)
 
     def dec(self, n: int = 1) -> None:
         self.value -= n

@@ -100,15 +100,19 @@ def test_batch_endpoint_refuses_raw_bodies_clearly(vitserve_server: str) -> None
 
 
 def test_bad_item_does_not_affect_concurrent_good_requests(vitserve_server: str) -> None:
-    """A corrupt image in flight beside good ones: the good ones, batched with it, all succeed."""
+    """Corrupt images sent beside good ones get their 400 at decoding, before any batch; the good ones,
+    in flight at the same time, all get the answer a lone request gets."""
     import concurrent.futures
 
-    def send(data: bytes) -> int:
-        return httpx.post(
-            f"{vitserve_server}/classify", files={"image": ("x.png", data)}, timeout=30
-        ).status_code
+    def send(data: bytes) -> tuple[int, str | None]:
+        answer = httpx.post(f"{vitserve_server}/classify", files={"image": ("x.png", data)}, timeout=30)
+        return answer.status_code, answer.json().get("label")
 
-    payloads = [good_digit() if i % 4 else truncated_png() for i in range(32)]
+    # Different digits, so that an answer reaching the wrong request shows.
+    digits = [p.read_bytes() for p in sorted(SAMPLES_DIR.glob("*.png"))]
+    alone = [send(d) for d in digits]
+    assert [status for status, _ in alone] == [200] * len(digits)
+    payloads = [digits[i % len(digits)] if i % 4 else truncated_png() for i in range(32)]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(send, payloads))
-    assert statuses == [200 if i % 4 else 400 for i in range(32)]
+        answers = list(pool.map(send, payloads))
+    assert answers == [alone[i % len(digits)] if i % 4 else (400, None) for i in range(32)]

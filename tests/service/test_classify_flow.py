@@ -13,7 +13,7 @@ from tests.service.conftest import SETTINGS, flow_with
 from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import softmax, top_k_predictions
-from vitserve.service.classify import INLINE_MAX_BYTES
+from vitserve.service.classify import INLINE_MAX_BYTES, ItemResult
 from vitserve.service.errors import ApiError
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.model import LocalModel
@@ -76,6 +76,7 @@ def test_a_full_worker_refuses_with_retry_after_and_admits_nothing(
     assert flow.refusal(requests_in_progress=0) is None
     assert flow.refusal(requests_in_progress=2) is not None  # two requests in progress: no room
     assert flow.admission.try_acquire(2)
+    assert gauge.value == 2
     refused = flow.refusal(requests_in_progress=0)
     assert refused is not None and refused.status == 429 and refused.headers() == {"Retry-After": "3"}
     with pytest.raises(ApiError) as raised:
@@ -91,6 +92,25 @@ def test_one_request_larger_than_the_limit_is_still_served_alone(
     flow, gauge = flow_with(model, metrics, limit=2)
     results = asyncio.run(flow.classify(tuple(samples()), top_k=1))
     assert all(r.prediction is not None for r in results)
+    assert gauge.peak == 3 and gauge.value == 0
+
+
+def test_the_gauge_counts_admitted_images_and_never_passes_the_limit(
+    model: LocalModel, metrics: ServiceMetrics
+) -> None:
+    flow, gauge = flow_with(model, metrics, limit=4)
+    data = samples()
+
+    async def flood() -> list[list[ItemResult] | BaseException]:
+        calls = (flow.classify((data[i % 3],), top_k=1) for i in range(12))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    outcomes = asyncio.run(flood())
+    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    assert all(isinstance(o, list) for o in outcomes if o not in refused)
+    assert refused and all(e.code == "overloaded" for e in refused)
+    # 12 requests started at once, room for 4: the gauge rose, to the limit at most, and came back.
+    assert 0 < gauge.peak <= 4
     assert gauge.value == 0
 
 

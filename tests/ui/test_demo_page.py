@@ -108,7 +108,9 @@ def test_demo_page_shows_label_and_heatmap(
     )
     assert colours > 5
 
+    # What the user sees, not the canvas's buffer: the grid on screen, in colour, not hidden or blank.
+    shown = Image.open(io.BytesIO(browser.find_element(By.ID, "heatmap").screenshot_as_png)).convert("RGB")
+    assert shown.width > 0 and len(set(shown.getdata())) > 5
     screenshot = browser.get_screenshot_as_png()
-    assert Image.open(io.BytesIO(screenshot)).size[0] > 0
     if target := os.environ.get("VITSERVE_DEMO_SCREENSHOT"):
         Path(target).write_bytes(screenshot)
