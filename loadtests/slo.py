@@ -12,6 +12,9 @@ import numpy as np
 
 from loadtests.stats import AGGREGATED, RequestLog, Schedule, StepStats, step_stats
 
+# Keys a file may leave out: added after SLO files were written, with a default that suits them.
+OPTIONAL_KEYS = frozenset({"min_goodput_ratio"})
+
 
 class SloError(ValueError):
     """The SLO file is malformed, or asks about a load the run did not apply."""
@@ -24,10 +27,15 @@ class Slo:
     p99_ms: float
     max_error_rate: float  # every endpoint, ramp steps up to `at_users` (beyond it: overload, reported)
     min_rps: float  # successful responses/s at `at_users`, every endpoint
+    # Successful responses/s at the ramp's top step, as a share of the best step's: overload must be
+    # shed while the service keeps serving near its capacity, measured in the same run.
+    min_goodput_ratio: float = 0.8
 
     def __post_init__(self) -> None:
         if self.at_users < 1 or self.p99_ms <= 0 or self.min_rps < 0 or not 0 <= self.max_error_rate <= 1:
             raise SloError(f"out of range: {self}")
+        if not 0 <= self.min_goodput_ratio <= 1:
+            raise SloError(f"min_goodput_ratio must be within [0, 1], got {self.min_goodput_ratio}")
 
     @classmethod
     def read(cls, path: Path) -> Slo:
@@ -37,8 +45,12 @@ class Slo:
         except (OSError, ValueError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
             raise SloError(f"{path}: cannot read SLOs: {exc}") from exc
         names = {f.name for f in fields(cls)}
-        if set(raw) != names:
-            raise SloError(f"{path}: needs exactly the keys {sorted(names)}, got {sorted(raw)}")
+        required = names - OPTIONAL_KEYS
+        if not required <= set(raw) <= names:
+            raise SloError(
+                f"{path}: needs exactly the keys {sorted(required)} (and may set {sorted(OPTIONAL_KEYS)}), "
+                f"got {sorted(raw)}"
+            )
         try:
             return cls(
                 at_users=int(raw["at_users"]),
@@ -46,6 +58,7 @@ class Slo:
                 p99_ms=float(raw["p99_ms"]),
                 max_error_rate=float(raw["max_error_rate"]),
                 min_rps=float(raw["min_rps"]),
+                **{key: float(raw[key]) for key in OPTIONAL_KEYS if key in raw},
             )
         except (TypeError, ValueError) as exc:
             raise SloError(f"{path}: {exc}") from exc
@@ -80,6 +93,8 @@ def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
             judged |= (log.elapsed_s >= i * schedule.step_seconds) & (
                 log.elapsed_s < (i + 1) * schedule.step_seconds
             )
+    steps = step_stats(log, schedule)
+    top, best = steps[-1], max(steps, key=lambda step: step.rps)
     requests = int(judged.sum())
     failures = int((judged & ~log.ok).sum())
     error_rate = failures / requests if requests else math.nan
@@ -101,5 +116,11 @@ def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
             f">= {slo.min_rps:g} req/s",
             f"{load.rps:.1f} req/s",
             load.rps >= slo.min_rps,
+        ),
+        Verdict(
+            f"goodput at {top.users} users (the top step)",
+            f">= {slo.min_goodput_ratio:.0%} of the best step's {best.rps:.1f} req/s ({best.users} users)",
+            f"{top.rps:.1f} req/s ({top.rps / best.rps:.0%})" if best.rps else "no successes",
+            top.rps >= slo.min_goodput_ratio * best.rps and best.rps > 0,
         ),
     ]

@@ -149,6 +149,19 @@ def test_slo_gate_on_fixed_results(
     assert summary["images_classified"] == 240
 
 
+# The top step (4 users) has 99 successes in its window, the best (1 user) 100: a ratio of 0.99.
+@pytest.mark.parametrize(("ratio", "expected_exit"), [(0.5, 0), (0.99, 0), (0.995, 1)])
+def test_goodput_at_the_top_step_is_judged_against_the_best_step(
+    tmp_path: Path, ratio: float, expected_exit: int
+) -> None:
+    out = fixed_results(tmp_path / "results")
+    slo = write_slo(tmp_path / "slo.toml", 4, "/classify digit", 99, 0.01, 12.0)
+    slo.write_text(slo.read_text() + f"min_goodput_ratio = {ratio}\n")
+    done = run_runner("report", str(out), "--slo", str(slo), timeout_s=120)
+    assert done.returncode == expected_exit, done.stdout + done.stderr
+    assert "goodput at 4 users (the top step)" in done.stdout
+
+
 def test_errors_past_the_judged_load_are_reported_not_judged(tmp_path: Path) -> None:
     out = fixed_results(tmp_path / "results")
     # Judged at 1 user: its step has 103 requests and no failure; the 503 at 4 users is past it.
