@@ -44,10 +44,11 @@ def run_flood_command(args: argparse.Namespace) -> int:
     from vitserve.bench.flood import FloodConfig, flood_upload, markdown, run_flood
     from vitserve.bench.workloads import digits
 
-    settings = tuple(tuple(pair.split("=", 1)) for pair in args.set)
-    if not all(len(pair) == 2 and pair[0].startswith("VITSERVE_") for pair in settings):
+    pairs = [pair.split("=", 1) for pair in args.set]
+    if not all(len(pair) == 2 and pair[0].startswith("VITSERVE_") for pair in pairs):
         print("vitserve bench flood: --set takes VITSERVE_X=VALUE", file=sys.stderr)
         return 2
+    settings = tuple((name, value) for name, value in pairs)
     workload = digits()
     model_dir = args.model_dir or workload.model_dir
     images = args.images if args.route == "/classify_batch" else 1
@@ -57,7 +58,7 @@ def run_flood_command(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         route=args.route,
         images_per_request=images,
-        env=settings,  # type: ignore[arg-type]
+        env=settings,
     )
     upload = flood_upload(workload.image, workload.media_type, args.route, images)
     points = run_flood(model_dir, upload, config)

@@ -3,8 +3,8 @@
 torch's exporter feeds ONNX `Attention` 4-D (N, heads, T, head_dim) tensors: a Reshape, a 5-D Transpose
 and three Slice+Squeeze before it, a Transpose and a Reshape after it. ONNX `Attention` also takes 3-D
 (N, T, heads * head_dim) inputs with the head count as attributes, which is the layout the projections
-already have, so the transposes (on ORT's CPU provider 10-25 % of a small ViT's run: docs/benchmarks.md)
-go away and the arithmetic is unchanged. A graph that is not exactly the exporter's pattern is left as
+already have, so the transposes go away (what that saves: docs/benchmarks.md, model-only) and the
+arithmetic is unchanged. A graph that is not exactly the exporter's pattern is left as
 it is; the parity gates run on the result either way.
 """
 
@@ -70,12 +70,12 @@ def _match(g: _Graph, attention: onnx.NodeProto) -> _Match | None:
         return None
     if any(a.name in ("q_num_heads", "kv_num_heads") for a in attention.attribute):
         return None  # already on the token layout
-    squeezes = [g.made_by(name, "Squeeze") for name in attention.input]
-    slices = [g.made_by(s.input[0], "Slice") if s is not None else None for s in squeezes]
-    if any(s is None for s in slices) or len({s.input[0] for s in slices if s is not None}) != 1:
+    found = [g.made_by(name, "Squeeze") for name in attention.input]
+    squeezes = [s for s in found if s is not None]
+    slices = [s for s in (g.made_by(q.input[0], "Slice") for q in squeezes) if s is not None]
+    if len(slices) != 3 or len({s.input[0] for s in slices}) != 1:
         return None
     for index, (squeeze, sliced) in enumerate(zip(squeezes, slices, strict=True)):
-        assert squeeze is not None and sliced is not None
         steps = len(sliced.input) <= 4 or g.holds(sliced.input[4], [1])
         axes = len(sliced.input) <= 3 or g.holds(sliced.input[3], [0])
         if not (
@@ -87,7 +87,6 @@ def _match(g: _Graph, attention: onnx.NodeProto) -> _Match | None:
             and g.holds(squeeze.input[1], [0])
         ):
             return None
-    assert slices[0] is not None
     transpose = g.made_by(slices[0].input[0], "Transpose")
     if transpose is None or _perm(transpose) != QKV_PERM:
         return None
@@ -105,10 +104,10 @@ def _match(g: _Graph, attention: onnx.NodeProto) -> _Match | None:
     merged = g.constant(merge.input[1]) if merge is not None else None
     if merge is None or merged is None or merged.shape != (3,) or merged[2] != heads * head_dim:
         return None
-    if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (reshape, *slices, *squeezes)):  # type: ignore[union-attr]
+    if any(len(g.consumers.get(n.output[0], [])) != 1 for n in (reshape, *slices, *squeezes)):
         return None
     removed = (reshape, transpose, *slices, *squeezes, back, merge)
-    return _Match(attention, reshape.input[0], merge.output[0], heads, heads * head_dim, removed)  # type: ignore[arg-type]
+    return _Match(attention, reshape.input[0], merge.output[0], heads, heads * head_dim, removed)
 
 
 def attention_on_tokens(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
