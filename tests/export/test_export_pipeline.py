@@ -126,13 +126,14 @@ def test_int8_variant_is_gated_on_heldout_and_runs(heldout_checkpoint: Path, tmp
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     # Static: scales are constants of the graph, none computed from the batch at run time.
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
-    pixels = load_heldout(heldout_checkpoint / "heldout.npz", PREPROCESSING, limit=3).pixels
+    # The agreement measured here, on every held-out image, not the figure the exporter recorded.
+    pixels = load_heldout(heldout_checkpoint / "heldout.npz", PREPROCESSING, limit=200).pixels
     (logits,) = make_session(int8.read_bytes(), "CPUExecutionProvider", 1).run(None, {INPUT_NAME: pixels})
-    assert logits.shape == (3, TINY.num_classes) and logits.dtype == np.float32
+    assert logits.shape == (200, TINY.num_classes) and logits.dtype == np.float32
     loaded = load_checkpoint(heldout_checkpoint)
     with torch.inference_mode():
         expected = PixelClassifier(loaded.model, loaded.preprocessing)(torch.from_numpy(pixels)).numpy()
-    assert (logits.argmax(1) == expected.argmax(1)).all()
+    assert np.mean(logits.argmax(1) == expected.argmax(1)) >= 0.99
 
 
 def test_int8_without_calibration_images_is_refused(heldout_checkpoint: Path, tmp_path: Path) -> None:
