@@ -77,7 +77,7 @@ def register_gpu(group: argparse._SubParsersAction) -> None:
 
     parser = group.add_parser(
         "gpu",
-        help="issue 15's GPU run: FP16 export and placement, model-only img/s and MFU, the service",
+        help="the GPU run: FP16 export and placement, model-only img/s and MFU, the service",
         description="Each stage in a process of its own under a time budget; results.json and summary.md "
         "in --out (docs/gpu.md). --smoke runs the pipeline on a tiny ViT on any machine.",
     )

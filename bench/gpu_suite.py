@@ -1,4 +1,4 @@
-"""`vitserve bench gpu`: issue 15's GPU run as one script: FP16 export, model-only throughput, the service.
+"""`vitserve bench gpu`: the GPU run as one script: FP16 export, model-only throughput, the service.
 
     python -m vitserve.bench.gpu_suite --out DIR [--smoke] [--stages export model serve]
 

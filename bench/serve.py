@@ -353,7 +353,7 @@ def markdown(report: ModelReport, config: BenchConfig) -> str:
 
 
 def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemRun]]) -> list[str]:
-    """The ratios issue 14's targets are stated in, from this run's medians."""
+    """The ratios the serving targets are stated in, from this run's medians."""
     if not ok.get("vitserve"):
         return ["vitserve was not measured: no ratios"]
     vs = {p.concurrency: p for p in median_points(ok["vitserve"])}

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-# (N, H, W, 3) uint8 pixels -> (N, num_classes) float32 logits; blocking.
+# (N, H, W, 3) uint8 pixels -> (N, num_classes) class scores (the service passes probabilities); blocking.
 RunBatch = Callable[[np.ndarray], np.ndarray]
 
 
@@ -94,7 +94,7 @@ class Batcher:
         return self._queued_images
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, H, W, 3) uint8 -> (n, C) logits; n may exceed run_size (it is split)."""
+        """(n, H, W, 3) uint8 -> (n, C) scores; n may exceed run_size (it is split)."""
         if self._closed:
             raise BatcherClosed("the model is shutting down")
         loop = asyncio.get_running_loop()
@@ -170,7 +170,7 @@ class Batcher:
             run = self._run_alone  # nothing else runs or waits: the session with every thread
         started = time.perf_counter()
         try:
-            logits = await loop.run_in_executor(
+            scores = await loop.run_in_executor(
                 self._thread, self._stack_and_run, run, [b.pixels for b in batch]
             )
         except Exception as exc:  # the model failed: every image of this batch gets the error
@@ -183,7 +183,7 @@ class Batcher:
         for item in batch:
             n = len(item.pixels)
             if not item.future.done():
-                item.future.set_result(logits[offset : offset + n])
+                item.future.set_result(scores[offset : offset + n])
             offset += n
         if self._observer is not None:
             waits = [started - item.queued_at for item in batch for _ in range(len(item.pixels))]

@@ -1,8 +1,7 @@
-"""Admission control: a bound on images in flight per API worker, so overload is shed at once.
+"""Admission control: a bound on images in flight per API worker, so overload is shed, not queued.
 
-Without it, excess requests queue inside BentoML until max_latency_ms cancels them with a 503 many
-seconds later; with it, they get 429 + Retry-After within milliseconds and the admitted ones keep
-their latency.
+Without it, excess images would queue in the batcher until max_latency_ms answers them 503 many seconds
+later; with it, they get 429 + Retry-After and the admitted ones keep their latency.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 BentoML's arbiter (circus) answers SIGTERM by sending SIGTERM to every worker at once, and each
 worker's uvicorn then stops accepting and waits for its open requests. Left at that, two things go
-wrong: readiness never reports the shutdown (the listener simply stops answering), and the inference
-worker shuts its socket while the API workers still have admitted images to send it, which fails those
-accepted requests with 503. So each worker wraps uvicorn's SIGTERM handler:
+wrong: readiness never reports the shutdown (the listener simply stops answering), and (with several API
+workers) the model server shuts its socket while the API workers still have admitted images to send it,
+which fails those accepted requests with 503. So each worker wraps uvicorn's SIGTERM handler:
 
 - API worker: readiness fails at once; it keeps serving for `shutdown_delay_s` (time for a load
   balancer to see that), then hands the signal on to uvicorn, which drains the requests in flight.
-- Inference worker: keeps serving until no API worker is left (they exit only once drained), bounded
+- Model server: keeps serving until no API worker is left (they exit only once drained), bounded
   by a deadline, then hands the signal on.
 """
 
