@@ -70,7 +70,6 @@ class FrontDoor:
         self.paths = paths
         self.timeout_s = timeout_s
         self.shed_delay_s = shed_delay_s
-        self.held = 0  # overload refusals waiting out shed_delay_s
         self.behind: ASGIApp | None = None
         self.keeper: Gatekeeper | None = None
         self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
@@ -100,11 +99,7 @@ class FrontDoor:
         refusal = keeper.refusal(path, self.in_progress)
         if refusal is not None:
             if refusal.status == OVERLOADED and self.shed_delay_s > 0:
-                self.held += 1
-                try:
-                    await asyncio.sleep(self.shed_delay_s)
-                finally:
-                    self.held -= 1
+                await asyncio.sleep(self.shed_delay_s)
             await _answer(send, refusal)
             keeper.request_done(scope, refusal.status, time.perf_counter() - started)
             return
