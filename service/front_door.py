@@ -126,6 +126,13 @@ class FrontDoor:
             nonlocal counted, status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == OVERLOADED and self.shed_delay_s > 0:
+                    # Refused after its body was read (its images found no room): held like the door's
+                    # own refusals, its place given back first.
+                    if counted:
+                        counted = False
+                        self.in_progress -= 1
+                    await asyncio.sleep(self.shed_delay_s)
             # Out of the count before the last bytes go out: a client that answers its response with
             # its next request at once must find the place free, as admission's images already are.
             elif counted and message["type"] == "http.response.body" and not message.get("more_body"):

@@ -23,7 +23,7 @@ def test_bench_flood_reports_served_shed_latencies_and_both_cpus(
         assert float(row[2]) > 0  # served per second, from the server's own counters
         assert row[7] == "0" and row[8] == "none"  # no socket errors, no answer but 200 and 429
     assert float(rows[1][4]) > 0, "12 connections over 2 places: some were shed"
-    assert rows[1][6] == "none" or float(rows[1][6]) >= 200  # the probe's refusals, if any, were held
+    assert rows[1][6] == "none" or float(rows[1][6]) >= 180  # held the delay (timers may fire a bit early)
 
 
 def test_bench_flood_refuses_a_setting_that_is_not_vitserves(capsys: pytest.CaptureFixture[str]) -> None:

@@ -65,6 +65,7 @@ def test_immediate_resenders_get_held_refusals_and_admitted_requests_complete() 
     assert sum(status == 200 for status, _, _ in polite_answers.result()) == POLITE_REQUESTS
     refusals = [(retry_after, seconds) for status, retry_after, seconds in answers if status == 429]
     assert all(retry_after == "1" for retry_after, _ in refusals)
-    # Held, not answered at once: the bound that keeps a resending connection off the event loop.
-    assert min(seconds for _, seconds in refusals) >= SHED_DELAY_S
+    # Held, not answered at once: the bound that keeps a resending connection off the event loop. The
+    # event loop's timers run on a clock it reads once per turn, so one may fire a little early.
+    assert min(seconds for _, seconds in refusals) >= 0.9 * SHED_DELAY_S
     assert (served, shed) == (statuses[200], statuses[429])
