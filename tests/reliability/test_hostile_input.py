@@ -157,7 +157,8 @@ def test_slow_bodies_get_408_at_the_body_deadline(hardened_server: ServerProcess
         t.join(timeout=60)
         assert t.reply.startswith(b"HTTP/1.1 408"), t.reply[:200]
         assert b"request_timeout" in t.reply
-        assert t.elapsed_s >= 3  # refused at the body deadline, not before
+        # Refused at the body deadline, not before; the event loop's timer may fire a hair early.
+        assert t.elapsed_s >= 0.95 * 3
 
 
 def test_slow_bodies_do_not_block_other_clients() -> None:
