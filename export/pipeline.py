@@ -7,12 +7,12 @@ requested variant has passed its gate.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
@@ -102,9 +102,10 @@ def export_loaded(
     builders: dict[str, Callable[[], onnx.ModelProto]] = {
         "fp32": lambda: fp32,
         "fp16": lambda: to_fp16(exported),
-        "int8": lambda: to_int8(fp32, require(calibration_pixels)),
         EXPLAIN: lambda: export_onnx(vit, loaded.preprocessing, fused=False, attention_outputs=True),
     }
+    if calibration_pixels is not None:
+        builders["int8"] = functools.partial(to_int8, fp32, calibration_pixels)
     results: dict[str, GateResult] = {}
     verified: list[tuple[str, onnx.ModelProto, FusionReport, GateResult]] = []
     # FP32 is always gated: the other variants are derived from it, or explain what it computes.
@@ -140,12 +141,6 @@ def export_loaded(
         write_atomic(with_metadata(model, metadata), path)
         written.append(ExportedVariant(variant, path, metadata, result))
     return written
-
-
-def require(pixels: np.ndarray | None) -> np.ndarray:
-    """The calibration images, which export_loaded loads whenever int8 is asked for."""
-    assert pixels is not None
-    return pixels
 
 
 def provenance(data: EvalData, result: GateResult) -> dict[str, str]:

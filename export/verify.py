@@ -52,14 +52,20 @@ class GateResult:
     logits: np.ndarray = field(repr=False, compare=False)
 
 
-def read_images(path: Path, preprocessing: Preprocessing, limit: int, error: type[ExportError]) -> np.ndarray:
-    """uint8 `images` (N, H, W) or (N, H, W, 3) from an npz, as RGB at the model's size; `error` names
-    which file was wrong (held-out or calibration)."""
+def read_npz(path: Path, keys: tuple[str, ...], error: type[ExportError]) -> dict[str, np.ndarray]:
+    """The named arrays of an npz, read once; `error` names which file was wrong (held-out or calibration)."""
     try:
         with np.load(path) as data:
-            images = data["images"]
+            return {key: data[key] for key in keys}
     except (OSError, KeyError, ValueError) as exc:
-        raise error(f"{path}: cannot read 'images' from it: {exc}") from exc
+        wanted = " and ".join(f"'{key}'" for key in keys)
+        raise error(f"{path}: cannot read {wanted} from it: {exc}") from exc
+
+
+def model_pixels(
+    images: np.ndarray, path: Path, preprocessing: Preprocessing, limit: int, error: type[ExportError]
+) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, 3), the first `limit`, as RGB at the model's size."""
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or not len(images):
         raise error(f"{path}: want uint8 images (N,H,W[,3]), got {images.dtype} {images.shape}")
     images = images[:limit]
@@ -74,14 +80,11 @@ def read_images(path: Path, preprocessing: Preprocessing, limit: int, error: typ
 
 def load_heldout(path: Path, preprocessing: Preprocessing, limit: int) -> EvalData:
     """Read `images` and `labels` from an npz; images resized to the model's size."""
-    pixels = read_images(path, preprocessing, limit, HeldoutError)
-    try:
-        with np.load(path) as data:
-            labels, count = data["labels"], len(data["images"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise HeldoutError(f"{path}: cannot read 'labels' from it: {exc}") from exc
-    if len(labels) != count:
-        raise HeldoutError(f"{path}: {len(labels)} labels for {count} images")
+    arrays = read_npz(path, ("images", "labels"), HeldoutError)
+    images, labels = arrays["images"], arrays["labels"]
+    pixels = model_pixels(images, path, preprocessing, limit, HeldoutError)
+    if len(labels) != len(images):
+        raise HeldoutError(f"{path}: {len(labels)} labels for {len(images)} images")
     return EvalData(pixels, labels[: len(pixels)].astype(np.int64), f"heldout:{path} ({len(pixels)} images)")
 
 
@@ -92,7 +95,8 @@ def load_calibration(
     gates measure on (scales fitted to the test images would flatter the accuracy gate)."""
     if heldout is not None and path.resolve() == heldout.resolve():
         raise CalibrationError(f"{path} is the held-out set; calibrate on training images")
-    return read_images(path, preprocessing, limit, CalibrationError)
+    images = read_npz(path, ("images",), CalibrationError)["images"]
+    return model_pixels(images, path, preprocessing, limit, CalibrationError)
 
 
 def random_pixels(image_size: int, count: int, seed: int) -> EvalData:
