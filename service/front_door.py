@@ -98,8 +98,7 @@ class FrontDoor:
         path = scope["path"]
         refusal = keeper.refusal(path, self.in_progress)
         if refusal is not None:
-            if refusal.status == OVERLOADED and self.shed_delay_s > 0:
-                await asyncio.sleep(self.shed_delay_s)
+            await self._hold(refusal.status)
             await _answer(send, refusal)
             keeper.request_done(scope, refusal.status, time.perf_counter() - started)
             return
@@ -126,13 +125,12 @@ class FrontDoor:
             nonlocal counted, status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if status == OVERLOADED and self.shed_delay_s > 0:
+                if status == OVERLOADED and counted and self.shed_delay_s > 0:
                     # Refused after its body was read (its images found no room): held like the door's
                     # own refusals, its place given back first.
-                    if counted:
-                        counted = False
-                        self.in_progress -= 1
-                    await asyncio.sleep(self.shed_delay_s)
+                    counted = False
+                    self.in_progress -= 1
+                await self._hold(status)
             # Out of the count before the last bytes go out: a client that answers its response with
             # its next request at once must find the place free, as admission's images already are.
             elif counted and message["type"] == "http.response.body" and not message.get("more_body"):
@@ -146,6 +144,11 @@ class FrontDoor:
             if counted:
                 self.in_progress -= 1
             keeper.request_done(scope, status, time.perf_counter() - started)
+
+    async def _hold(self, status: int) -> None:
+        """An overload refusal waits shed_delay_s before it goes out; any other answer goes at once."""
+        if status == OVERLOADED and self.shed_delay_s > 0:
+            await asyncio.sleep(self.shed_delay_s)
 
 
 async def _answer(send: Send, refusal: Refusal) -> None:

@@ -18,14 +18,13 @@ from vitserve.service.admission import Admission
 from vitserve.service.classify import ClassifyFlow, Model
 from vitserve.service.classify_http import ClassifyEndpoint
 from vitserve.service.explain import Explainer
-from vitserve.service.front_door import Refusal, Scope
+from vitserve.service.front_door import OVERLOADED, Refusal, Scope
 from vitserve.service.logs import ACCESS_LOGGER
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
-SHED = 429
 SHED_LOG_PERIOD_S = 1.0
 
 
@@ -62,7 +61,7 @@ class Gatekeeper:
         self.flow.metrics.request_done(scope["path"], status, seconds)
         if not (self.log_access and access_log.isEnabledFor(logging.INFO)):
             return
-        if status == SHED:
+        if status == OVERLOADED:
             self.shed_unlogged += 1
             if self.shed_unlogged == 1:  # the first of a period: its line goes out at the period's end
                 asyncio.get_running_loop().call_later(SHED_LOG_PERIOD_S, self._log_shed)
