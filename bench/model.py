@@ -11,7 +11,6 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from vitserve.export.convert import PixelClassifier, export_onnx
 from vitserve.export.fusion import count_fusion
 from vitserve.export.optimize import attention_on_tokens
-from vitserve.export.precision import INT8_OP_TYPES, to_int8
+from vitserve.export.precision import INT8_OP_TYPES, through_files, to_int8
 from vitserve.export.verify import make_session
 from vitserve.models.checkpoint import LoadedModel, load_checkpoint
 from vitserve.models.vit import PRESETS, ViT
@@ -120,11 +119,12 @@ def build_runners(loaded: LoadedModel, threads: int) -> dict[str, Callable[[np.n
 
 def dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """INT8 weights, activations quantised per run over the whole batch tensor."""
-    with tempfile.TemporaryDirectory(prefix="vitserve-bench-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES)
-        return onnx.load(str(dst))
+    return through_files(
+        model,
+        lambda src, dst: quantize_dynamic(
+            src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OP_TYPES
+        ),
+    )
 
 
 def time_round(run: Callable[[np.ndarray], object], pixels: np.ndarray, min_s: float) -> float:

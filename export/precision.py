@@ -8,7 +8,7 @@ whole batch tensor) made them depend on batch-mates, which no serving system may
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +56,8 @@ def to_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
     from the min/max each one reaches over `calibration`, uint8 (N, H, W, 3) training-like images."""
     if not len(calibration):
         raise ConversionError("int8 quantisation needs at least one calibration image")
-    with tempfile.TemporaryDirectory(prefix="vitserve-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
+
+    def quantize(src: Path, dst: Path) -> None:
         try:
             quantize_static(
                 src,
@@ -73,4 +72,14 @@ def to_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
             )
         except Exception as exc:  # the quantizer's own errors come as bare Exception subclasses
             raise ConversionError(f"int8 static quantisation failed: {exc}") from exc
+
+    return through_files(model, quantize)
+
+
+def through_files(model: onnx.ModelProto, quantize: Callable[[Path, Path], None]) -> onnx.ModelProto:
+    """onnxruntime's quantizers read and write model files: `model` through one, in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="vitserve-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        quantize(src, dst)
         return onnx.load(str(dst))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from vitserve.bench.model import dynamic_int8
 from vitserve.export.config import ExportConfig, Tolerances
 from vitserve.export.convert import export_onnx
 from vitserve.export.errors import BatchVarianceError
@@ -81,12 +79,9 @@ def test_fp32_on_the_cpu_is_bitwise_batch_invariant(exported: onnx.ModelProto) -
     assert variance.batches == 8 + 8 + 2 + 1  # sizes 2, 3, 8, 32: 1, 1, 4 and 8 probes a batch
 
 
-def test_dynamic_int8_is_refused_by_the_gate(exported: onnx.ModelProto, tmp_path: Path) -> None:
+def test_dynamic_int8_is_refused_by_the_gate(exported: onnx.ModelProto) -> None:
     """The quantisation vitserve shipped before: activation scales from each run's whole batch."""
-    src, dst = tmp_path / "fp32.onnx", tmp_path / "dynamic.onnx"
-    onnx.save(attention_on_tokens(exported)[0], str(src))
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    dynamic = onnx.load(str(dst))
+    dynamic = dynamic_int8(attention_on_tokens(exported)[0])
     pixels = random_pixels(32, 40, seed=5).pixels
     reference = logits(exported, pixels)
     data = EvalData(pixels, reference.argmax(1), "random, labelled by the FP32 graph")
