@@ -77,5 +77,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 
 # `vitserve serve` validates the VITSERVE_* settings, then execs BentoML: it is PID 1 and receives
 # SIGTERM itself, no shell in between, and drains the requests in flight before exiting
-# (service/shutdown.py).
+# (service/bento/shutdown.py).
 CMD ["vitserve", "serve"]

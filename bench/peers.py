@@ -73,7 +73,7 @@ def _common_args(model_dir: Path, port: int, config: BenchConfig) -> list[str]:
 
 def _vitserve_env(model_dir: Path, config: BenchConfig) -> dict[str, str]:
     # No VITSERVE_INTRA_OP_THREADS: vitserve lays its threads out from the CPUs it has, as when served
-    # (service/model.py); the others get `threads` ORT threads, the machine's cores by default.
+    # (service/model/local.py); the others get `threads` ORT threads, the machine's cores by default.
     return {
         "VITSERVE_MAX_BATCH_SIZE": str(config.max_batch_size),
         "VITSERVE_PRECISION": config.precision,

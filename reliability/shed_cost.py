@@ -24,7 +24,7 @@ import uvloop
 
 from tests.reliability.load import open_loop
 from vitserve.bench.processes import free_port
-from vitserve.service.front_door import FrontDoor, Refusal, Scope
+from vitserve.service.web.door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(
     429,

@@ -13,7 +13,7 @@ one batching round are then shared among the runners: each takes at most max_bat
 (rounded up), so together they run about max_batch_size images at once, and a runner does not sit
 idle beside one that took everything. On a CPU, single-threaded runs side by side do more per second
 than one run split over intra-op threads, which wait for each other at every operator
-(service/model.py says when the service uses them). A batch that runs alone (no other runner busy,
+(service/model/local.py says when the service uses them). A batch that runs alone (no other runner busy,
 nothing queued) may go to `run_alone` instead: a session with every thread, so that a lone request
 is not slowed by the layout that serves many.
 """

@@ -1,9 +1,9 @@
 """The BentoML service: wiring only. `bentoml serve vitserve.service.app:VitServe` (or `vitserve serve`).
 
 One image, socket to JSON:
-  uvicorn → FrontDoor (service/front_door.py: 429 if full, else straight to the endpoint)
-  → POST /classify (service/classify_http.py: parse the body, plain ASGI) → ClassifyFlow
-  (service/classify.py: admit, decode in a thread, batch) → Batcher (runtime/batcher.py: the images
+  uvicorn → FrontDoor (service/web/door.py: 429 if full, else straight to the endpoint)
+  → POST /classify (service/web/endpoints.py: parse the body, plain ASGI) → ClassifyFlow
+  (service/flow/classify.py: admit, decode in a thread, batch) → Batcher (runtime/batcher.py: the images
   of concurrent requests, one ONNX Runtime call in the model's thread) → top-k
   (runtime/predictions.py) → JSON.
 Everything else (/explain, /model, probes, /metrics, /docs.json) crosses BentoML's own stack.
@@ -17,22 +17,22 @@ from __future__ import annotations
 import bentoml
 from fastapi import FastAPI
 
-from vitserve.service.front_door import FrontDoor
-from vitserve.service.gil import follow_the_model
-from vitserve.service.heap import freeze_startup_heap
-from vitserve.service.logs import enable_vitserve_logging, write_access_log_in_a_thread
-from vitserve.service.model_server import model_server_service
-from vitserve.service.outer_app import wrap_service_app
-from vitserve.service.request_timeout import cancel_request_timers
+from vitserve.service.bento.heap import freeze_startup_heap
+from vitserve.service.bento.outer_app import wrap_service_app
+from vitserve.service.bento.request_timeout import cancel_request_timers
+from vitserve.service.bento.shutdown import GracefulShutdown, after_delay
+from vitserve.service.model.gil import follow_the_model
+from vitserve.service.model.server import model_server_service
+from vitserve.service.observe.logs import enable_vitserve_logging, write_access_log_in_a_thread
 from vitserve.service.settings import Settings
-from vitserve.service.shutdown import GracefulShutdown, after_delay
+from vitserve.service.web.door import FrontDoor
 
 API_SERVICE_NAME = "vitserve"
 CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})  # what the front door serves itself
 # BentoML reads a service's worker count and timeout from its decorator, at import: the settings are
 # read here, once, and passed to everything below.
 SETTINGS = Settings.from_env()
-# Mounted now, given its routes by each worker at start-up (service/api.py's install_routes).
+# Mounted now, given its routes by each worker at start-up (service/web/routes.py's install_routes).
 HTTP_APP = FastAPI(
     title="vitserve",
     description="Vision Transformer image classification with adaptive batching.",
@@ -55,7 +55,7 @@ class VitServe:
         model_server = bentoml.depends(model_server_service(SETTINGS, API_SERVICE_NAME))
 
     def __init__(self) -> None:
-        from vitserve.service.api import install_routes
+        from vitserve.service.web.routes import install_routes
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()
@@ -72,7 +72,7 @@ class VitServe:
 
     def __is_ready__(self) -> bool:
         # The model was loaded and warmed up in __init__. After SIGTERM readiness fails while the
-        # worker still serves (service/shutdown.py).
+        # worker still serves (service/bento/shutdown.py).
         return not self.shutdown.draining
 
     @bentoml.on_startup

@@ -58,7 +58,7 @@ class Settings:
     decode_threads: int = 0
     # Batches the model may run at once, each in a thread of its own on the one session
     # (runtime/batcher.py). 0 (the default): chosen at start-up from what a batch of one costs
-    # (service/model.py): one single-threaded runner per CPU for a costly model on the CPU, else one.
+    # (service/model/local.py): one single-threaded runner per CPU for a costly model on the CPU, else one.
     batch_runners: int = 0
     # ONNX Runtime threads per run; 0 = the container's CPU budget shared among the batch runners.
     intra_op_threads: int = 0
@@ -69,7 +69,7 @@ class Settings:
     # vitserve_requests_total / vitserve_request_seconds metrics.
     access_log: int = 1
     # The interpreter's thread switch interval in µs (sys.setswitchinterval). 0 (the default): 500 µs
-    # when the model runs a batch of one in under 2 ms, else Python's 5,000 (service/gil.py says why).
+    # when the model runs a batch of one in under 2 ms, else Python's 5,000 (service/model/gil.py says why).
     gil_switch_us: int = 0
     request_timeout_s: int = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling

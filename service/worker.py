@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits
-from vitserve.service.admission import Admission
-from vitserve.service.classify import ClassifyFlow, Model
-from vitserve.service.classify_http import ClassifyEndpoint
-from vitserve.service.explain import Explainer
-from vitserve.service.front_door import OVERLOADED, Refusal, Scope
-from vitserve.service.logs import ACCESS_LOGGER
-from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.flow.admission import Admission
+from vitserve.service.flow.classify import ClassifyFlow, Model
+from vitserve.service.flow.explain import Explainer
+from vitserve.service.observe.logs import ACCESS_LOGGER
+from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
+from vitserve.service.web.door import OVERLOADED, Refusal, Scope
+from vitserve.service.web.endpoints import ClassifyEndpoint
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -80,7 +80,7 @@ class Gatekeeper:
 
 @dataclass(frozen=True)
 class Worker:
-    """What the routes (service/context.py) and the front door are handed."""
+    """What the routes (service/web/context.py) and the front door are handed."""
 
     settings: Settings
     flow: ClassifyFlow
@@ -92,13 +92,13 @@ class Worker:
 def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
     """In this process, or (several API workers) the model server's, reached over its socket."""
     if settings.api_workers > 1:
-        from vitserve.service.model_channel import RemoteModel, read_hello
+        from vitserve.service.model.channel import RemoteModel, read_hello
 
         # The hello frame carries the artifact's metadata and what the session runs on; the model
         # server may still be loading it.
         hello = read_hello(settings.model_socket, deadline_s=5 * settings.request_timeout_s)
         return RemoteModel(settings.model_socket, hello, attempts=3, on_retry=metrics.inference_retries.inc)
-    from vitserve.service.model import LocalModel
+    from vitserve.service.model.local import LocalModel
 
     model = LocalModel(settings, observer=metrics)  # loads and warms up the session: seconds
     metrics.inference_worker_starts.inc()

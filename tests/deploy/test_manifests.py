@@ -49,7 +49,7 @@ AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
 # smoke test, docs/deploy.md), with margin.
 ENDPOINT_PROPAGATION_S = 10
 SHUTDOWN_S = 20
-# BentoML's own series on /metrics, by base name (service/metrics.py holds vitserve's).
+# BentoML's own series on /metrics, by base name (service/observe/metrics.py holds vitserve's).
 BENTOML_METRICS = {"bentoml_service_request", "bentoml_service_request_duration_seconds"}
 
 
@@ -264,7 +264,7 @@ def test_probes_and_graceful_shutdown(overlay: str) -> None:
     settings = configured_settings(objects)
     # The preStop sleep keeps the pod serving while its endpoint removal propagates, and for the
     # longest an admitted image may wait (the batching deadline); SIGTERM then drains what is left
-    # (service/shutdown.py) within the grace period.
+    # (service/bento/shutdown.py) within the grace period.
     pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= ENDPOINT_PROPAGATION_S + settings.max_latency_ms / 1000
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_S, "SIGKILL would cut the shutdown"

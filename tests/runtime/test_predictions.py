@@ -125,7 +125,7 @@ def test_logits_that_do_not_match_the_labels_raise(shape: tuple[int, ...]) -> No
 
 
 def test_ranking_probabilities_is_top_k_of_their_logits() -> None:
-    """The service ranks the model thread's probabilities (service/model.py): same answers as offline."""
+    """The service ranks the model thread's probabilities (service/model/local.py) as offline code does."""
     logits = np.random.default_rng(1).normal(scale=4, size=(6, 5)).astype(np.float32)
     logits[2] = [1.0, 3.0, 1.0, 3.0, 1.0]  # ties too
     for k in (1, 3, 5, 9):

@@ -8,10 +8,10 @@ import pytest
 
 from tests.support import DEFAULT_MODEL_DIR
 from vitserve.runtime.decode import DecodeLimits
-from vitserve.service.admission import Admission
-from vitserve.service.classify import ClassifyFlow
-from vitserve.service.metrics import ServiceMetrics
-from vitserve.service.model import LocalModel
+from vitserve.service.flow.admission import Admission
+from vitserve.service.flow.classify import ClassifyFlow
+from vitserve.service.model.local import LocalModel
+from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
 
 # FP32: an image's scores do not depend on its batch-mates, so answers compare exactly to one-by-one runs.

@@ -1,6 +1,6 @@
 """The classify access log on a real server: one line per request, written by a thread off the event
-loop (service/logs.py), in BentoML's format; none with VITSERVE_ACCESS_LOG=0. And the thread switch
-interval each server chose (service/gil.py), which its start-up log line reports."""
+loop (service/observe/logs.py), in BentoML's format; none with VITSERVE_ACCESS_LOG=0. And the thread switch
+interval each server chose (service/model/gil.py), which its start-up log line reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import SAMPLES_DIR, running_server
-from vitserve.service.gil import switch_interval_us
+from vitserve.service.model.gil import switch_interval_us
 
 LINE = re.compile(r"\(scheme=http,method=POST,path=/classify\) \(status=(\d{3})\) [\d.]+ms")
 IMAGE = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
@@ -52,7 +52,7 @@ def test_no_line_when_the_access_log_is_off(tmp_path: Path) -> None:
     text = log.read_text(errors="replace")
     assert "method=GET,path=/model" in text
     assert access_lines(log) == []
-    # No switch interval set: the one the model's measured batch of one calls for (service/gil.py).
+    # No switch interval set: the one the model's measured batch of one calls for (service/model/gil.py).
     chosen = re.search(r"thread switch interval (\d+) µs \(a batch of one: ([\d.]+) ms\)", text)
     assert chosen is not None, "the worker did not report its switch interval"
     assert int(chosen[1]) == switch_interval_us(0, float(chosen[2]))

@@ -13,10 +13,10 @@ from tests.service.conftest import SETTINGS, flow_with
 from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.predictions import softmax, top_k_predictions
-from vitserve.service.classify import INLINE_MAX_BYTES, ItemResult
-from vitserve.service.errors import ApiError
-from vitserve.service.metrics import ServiceMetrics
-from vitserve.service.model import LocalModel
+from vitserve.service.flow.classify import INLINE_MAX_BYTES, ItemResult
+from vitserve.service.flow.errors import ApiError
+from vitserve.service.model.local import LocalModel
+from vitserve.service.observe.metrics import ServiceMetrics
 
 
 def samples() -> list[bytes]:

@@ -21,11 +21,11 @@ from PIL import Image
 from tests.service.conftest import SETTINGS, flow_with
 from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
-from vitserve.service.api import install_routes
-from vitserve.service.classify_http import ClassifyEndpoint
-from vitserve.service.explain import Explainer
-from vitserve.service.metrics import ServiceMetrics
-from vitserve.service.model import LocalModel
+from vitserve.service.flow.explain import Explainer
+from vitserve.service.model.local import LocalModel
+from vitserve.service.observe.metrics import ServiceMetrics
+from vitserve.service.web.endpoints import ClassifyEndpoint
+from vitserve.service.web.routes import install_routes
 from vitserve.service.worker import Gatekeeper, Worker
 
 PNG = sorted(SAMPLES_DIR.glob("*.png"))[0]

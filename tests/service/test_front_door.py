@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vitserve.service.front_door import FrontDoor, Refusal, Scope
+from vitserve.service.web.door import FrontDoor, Refusal, Scope
 
 FULL = Refusal(429, {"error": "overloaded", "message": "no room"}, {"Retry-After": "3"})
 GUARDED = frozenset({"/classify"})

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vitserve.service.gil import PYTHON_SWITCH_US, SHORT_SWITCH_US, follow_the_model, switch_interval_us
+from vitserve.service.model.gil import PYTHON_SWITCH_US, SHORT_SWITCH_US, follow_the_model, switch_interval_us
 
 
 @pytest.mark.parametrize(

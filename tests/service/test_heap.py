@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from vitserve.service.heap import freeze_startup_heap
+from vitserve.service.bento.heap import freeze_startup_heap
 
 
 class Node:

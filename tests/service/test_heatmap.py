@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitserve.service.heatmap import INFERNO_ANCHORS, colormap, overlay, overlay_png, scale_for_display
+from vitserve.service.flow.heatmap import INFERNO_ANCHORS, colormap, overlay, overlay_png, scale_for_display
 
 
 def test_colormap_ends_and_clipping() -> None:

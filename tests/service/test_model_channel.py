@@ -17,14 +17,14 @@ from tests.support import DEFAULT_MODEL_DIR
 from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import DeadlineExceeded
 from vitserve.runtime.predictions import softmax
-from vitserve.service.model import LocalModel
-from vitserve.service.model_channel import (
+from vitserve.service.model.channel import (
     ChannelServer,
     ModelServerError,
     ModelUnreachable,
     RemoteModel,
     read_hello,
 )
+from vitserve.service.model.local import LocalModel
 from vitserve.service.settings import Settings
 
 SETTINGS = Settings(model_dir=DEFAULT_MODEL_DIR, precision="fp32", device="cpu", intra_op_threads=1)

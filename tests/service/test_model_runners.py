@@ -11,8 +11,8 @@ from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits, decode_opened, open_image
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
-from vitserve.service.gil import CHEAP_MODEL_MS
-from vitserve.service.model import LocalModel, runners_for
+from vitserve.service.model.gil import CHEAP_MODEL_MS
+from vitserve.service.model.local import LocalModel, runners_for
 from vitserve.service.settings import Settings
 
 

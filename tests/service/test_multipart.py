@@ -1,4 +1,4 @@
-"""service/multipart.py parses what Starlette's streaming parser parses, and refuses what it refuses.
+"""service/web/multipart.py parses what Starlette's streaming parser parses, and refuses what it refuses.
 
 Bodies are encoded by httpx (what the client SDK and most Python clients send) and by hand for the
 malformed ones; each is parsed by both parsers and the results compared.
@@ -15,7 +15,7 @@ import pytest
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from vitserve.service.multipart import MultipartError, parse_form
+from vitserve.service.web.multipart import MultipartError, parse_form
 
 LIMITS = {"max_files": 4, "max_fields": 3}
 FIELD_SIZE = 1024

@@ -33,7 +33,7 @@ def test_overload_is_shed_with_429_and_retry_after() -> None:
         for response in shed:
             assert response.headers["Retry-After"] == "2"
             assert response.json()["error"] == "overloaded"
-        # Every shed request is counted as ours, and (service/front_door.py) most never reach BentoML's
+        # Every shed request is counted as ours, and (service/web/door.py) most never reach BentoML's
         # per-request stack, so its request counter sees fewer 429s than were sent back.
         ours = r'vitserve_requests_rejected_total\{reason="overloaded"\}'
         assert value(after, ours) - value(before, ours) == len(shed)

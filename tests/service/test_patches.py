@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from starlette.applications import Starlette
 
-from vitserve.service import pinned
-from vitserve.service.front_door import FrontDoor
-from vitserve.service.outer_app import wrap_service_app
-from vitserve.service.request_timeout import cancel_request_timers
+from vitserve.service.bento import pinned
+from vitserve.service.bento.outer_app import wrap_service_app
+from vitserve.service.bento.request_timeout import cancel_request_timers
+from vitserve.service.web.door import FrontDoor
 
 
 def test_the_front_door_stands_in_front_of_bentomls_whole_middleware_stack() -> None:
@@ -20,7 +20,7 @@ def test_the_front_door_stands_in_front_of_bentomls_whole_middleware_stack() -> 
     assert isinstance(DOOR.behind, Starlette)
     stack = [getattr(m.cls, "__name__", "") for m in DOOR.behind.user_middleware]
     # What the door skips for classify requests, outermost first: if BentoML adds, drops or renames a
-    # middleware, the door's reasoning (service/front_door.py) needs a new look.
+    # middleware, the door's reasoning (service/web/door.py) needs a new look.
     assert stack == [
         "RunnerTrafficMetricsMiddleware",
         "OpenTelemetryMiddleware",
@@ -41,7 +41,7 @@ def test_wrapping_refuses_a_to_asgi_of_another_shape() -> None:
 
 def test_a_door_wraps_only_its_own_service() -> None:
     from vitserve.service.app import VitServe
-    from vitserve.service.model_server import model_server_service
+    from vitserve.service.model.server import model_server_service
     from vitserve.service.settings import Settings
 
     other = model_server_service(Settings(), "vitserve")

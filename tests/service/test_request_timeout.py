@@ -9,7 +9,7 @@ import weakref
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from vitserve.service.request_timeout import cancel_request_timers
+from vitserve.service.bento.request_timeout import cancel_request_timers
 
 cancel_request_timers()
 REQUEST_STATE: contextvars.ContextVar[object] = contextvars.ContextVar("request_state")

@@ -2,7 +2,7 @@
 
 bentoml 1.4.40 (pinned) builds a worker's ASGI app in `Service.to_asgi` with its own middlewares
 outermost; a service's middlewares and mounted apps only ever run inside them, and no supported hook
-reaches outside. The front door (service/front_door.py) must, so `wrap_service_app` wraps `to_asgi`
+reaches outside. The front door (service/web/door.py) must, so `wrap_service_app` wraps `to_asgi`
 for one service: the worker then serves `wrap(bentoml_app)`. Other services are left alone.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from _bentoml_sdk import Service
 
-from vitserve.service.pinned import require_bentoml
+from vitserve.service.bento.pinned import require_bentoml
 
 ASGIApp = Any
 Wrap = Callable[[ASGIApp], ASGIApp]
@@ -23,11 +23,11 @@ _ORIGINAL = "__vitserve_original__"
 
 def wrap_service_app(service: Service[Any], wrap: Wrap) -> None:
     """From now on `service.to_asgi()` returns `wrap(what BentoML built)`."""
-    require_bentoml("service/outer_app.py")
+    require_bentoml("service/bento/outer_app.py")
     cls = type(service)
     original = getattr(cls.to_asgi, _ORIGINAL, cls.to_asgi)
     if not callable(original) or list(inspect.signature(original).parameters) != ["self", "is_main"]:
-        raise RuntimeError("bentoml's Service.to_asgi changed shape; re-check service/outer_app.py")
+        raise RuntimeError("bentoml's Service.to_asgi changed shape; re-check service/bento/outer_app.py")
     wraps: dict[int, Wrap] = getattr(cls.to_asgi, "wraps", {})
     wraps[id(service)] = wrap
 

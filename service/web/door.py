@@ -8,13 +8,13 @@ has the profile). So the door takes POSTs to the classify paths itself:
 - no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread,
   after `shed_delay_s` for an overload refusal: a connection that resends at once then costs one
   refusal per delay, not one per loop turn, and the loop stays with the admitted requests;
-- room: handed straight to `direct` (service/classify_http.py's endpoint, a plain ASGI app), under
+- room: handed straight to `direct` (service/web/endpoints.py's endpoint, a plain ASGI app), under
   the same request timeout, and counted into vitserve's own request metrics on the way out.
 
 Everything else (/explain, /model, probes, /metrics, /docs.json) goes through BentoML's app as before.
 
 The door also counts the classify requests it let in, until their answer goes out, except while their
-body is still arriving. Image admission (service/admission.py) counts a request only once its body is
+body is still arriving. Image admission (service/flow/admission.py) counts a request only once its body is
 parsed, so under a flood a whole wave of requests got past a door that asked about admitted images
 alone, each then paying for parsing to be refused.
 """
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vitserve.service.deadline import respond_within
+from vitserve.service.web.deadline import respond_within
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

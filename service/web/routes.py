@@ -15,14 +15,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from vitserve.runtime.decode import MEDIA_TYPES
-from vitserve.service.classify import ClassifyFlow
-from vitserve.service.classify_http import json_bytes
-from vitserve.service.context import context_of, hand_over
-from vitserve.service.errors import ApiError
-from vitserve.service.explain import router as explain_router
-from vitserve.service.requests import RequestParts
-from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
+from vitserve.service.flow.classify import ClassifyFlow
+from vitserve.service.flow.errors import ApiError
+from vitserve.service.flow.explain import router as explain_router
 from vitserve.service.settings import Settings
+from vitserve.service.web.context import context_of, hand_over
+from vitserve.service.web.endpoints import json_bytes
+from vitserve.service.web.openapi import BatchClassification, Classification, ErrorBody, ModelInfo
+from vitserve.service.web.parsing import RequestParts
 from vitserve.service.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 # Declared here for the OpenAPI document. In a running worker the front door hands these POSTs to
-# the endpoint itself (service/classify_http.py) and they never reach FastAPI; a request that does
+# the endpoint itself (service/web/endpoints.py) and they never reach FastAPI; a request that does
 # gets the same answer from the same code.
 @router.post(
     "/classify",
@@ -127,6 +127,6 @@ def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
 def install_routes(app: FastAPI, worker: Worker) -> None:
     """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
     app.include_router(router)
-    app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+    app.include_router(explain_router)  # POST /explain and the /ui demo page (service/flow/explain.py)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     hand_over(app, worker)

@@ -31,7 +31,7 @@ from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_s
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
-from vitserve.service.gil import CHEAP_MODEL_MS
+from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class LocalModel:
     """One ORT session in this process, loaded and warmed up at every batch size before it serves.
 
-    It is what service/classify.py calls a Model.
+    It is what service/flow/classify.py calls a Model.
     """
 
     def __init__(

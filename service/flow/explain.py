@@ -28,18 +28,18 @@ from starlette.datastructures import QueryParams
 from vitserve.runtime.decode import MEDIA_TYPES, DecodeError, DecodeLimits, decode_image
 from vitserve.runtime.predictions import Prediction, softmax, top_k_predictions
 from vitserve.runtime.rollout import HEAD_FUSIONS, RolloutError, rollout_map
-from vitserve.service.context import context_of
-from vitserve.service.errors import ApiError, from_decode_error
-from vitserve.service.heatmap import overlay_png
-from vitserve.service.requests import RequestParts, parse_image_request, refuse_unknown_query
-from vitserve.service.schemas import ErrorBody
+from vitserve.service.flow.errors import ApiError, from_decode_error
+from vitserve.service.flow.heatmap import overlay_png
+from vitserve.service.web.context import context_of
+from vitserve.service.web.openapi import ErrorBody
+from vitserve.service.web.parsing import RequestParts, parse_image_request, refuse_unknown_query
 
 if TYPE_CHECKING:
     from vitserve.runtime.artifact import ArtifactMetadata
     from vitserve.runtime.explain_session import ExplainSession
 
 FORMATS = ("both", "json", "png")
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 METHOD = "attention_rollout"
 
 

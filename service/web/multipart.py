@@ -1,6 +1,6 @@
 """multipart/form-data of a body already in memory: the parts' names, file names and bytes.
 
-The classify routes read the whole body first (with its size limit and timeout, service/requests.py),
+The classify routes read the whole body first (with its size limit and timeout, service/web/parsing.py),
 so nothing here streams. Starlette's parser, built for streaming, wrapped every file in an UploadFile
 over a SpooledTemporaryFile and called back into Python per header and per chunk: with its
 python_multipart engine, ~18 % of the event loop's busy time at 64 clients on the default model

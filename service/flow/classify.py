@@ -1,7 +1,7 @@
 """The classify flow, in the order an image takes it: admit → decode → batch → predictions.
 
 `ClassifyFlow` owns every step between a parsed request (image bytes, top_k) and its results, and
-nothing about HTTP or BentoML: the routes (service/api.py) and the front door (service/front_door.py)
+nothing about HTTP or BentoML: the routes (service/web/routes.py) and the front door (service/web/door.py)
 are handed one at start-up, and a test can drive it with a real model and no server.
 """
 
@@ -21,9 +21,9 @@ from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import BatcherClosed, DeadlineExceeded
 from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_opened, open_image
 from vitserve.runtime.predictions import Prediction, ranked_predictions
-from vitserve.service.admission import Admission
-from vitserve.service.errors import ApiError, from_decode_error
-from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.flow.admission import Admission
+from vitserve.service.flow.errors import ApiError, from_decode_error
+from vitserve.service.observe.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ INLINE_MAX_PIXELS = 128 * 128
 
 
 class Model(Protocol):
-    """What the flow needs of a model: service/model.py's LocalModel is one."""
+    """What the flow needs of a model: service/model/local.py's LocalModel is one."""
 
     metadata: ArtifactMetadata
 

@@ -5,8 +5,8 @@ and never cancels it: the timer holds the request's context for the full timeout
 after the request is long answered. Under a 5x flood the collector's oldest generation held 105k such
 objects after 29 s, and every full collection walked them, stopping the event loop for 31-93 ms every
 few seconds (docs/reliability.md). `asyncio.timeout` here cancels its timer as soon as the response
-starts or the request ends. The front door uses this for classify requests; service/request_timeout.py makes
-BentoML's middleware use it for the rest.
+starts or the request ends. The front door uses this for classify requests;
+service/bento/request_timeout.py makes BentoML's middleware use it for the rest.
 """
 
 from __future__ import annotations

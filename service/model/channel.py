@@ -1,7 +1,7 @@
 """Pixels to the model server and probabilities back over a Unix socket: the shape with several API workers.
 
 With several API workers the images of all of them must meet in one batch, so the ONNX Runtime
-session and its batcher live in one model server process (service/model_server.py). Each API worker
+session and its batcher live in one model server process (service/model/server.py). Each API worker
 keeps one connection to it and sends each request's pixels as the raw bytes of a numpy array in one
 frame; any number of requests are in flight on a connection at once, matched by id. No HTTP and no
 serialisation: a fixed header and the array's bytes, each way.
@@ -52,7 +52,7 @@ class ModelUnreachable(ConnectionError):
 
 
 class ChannelServer:
-    """Serves a model (service/classify.py's Model: `infer`, `metadata`, `info`) on a Unix socket."""
+    """Serves a model (service/flow/classify.py's Model: `infer`, `metadata`, `info`) on a Unix socket."""
 
     def __init__(self, model: object, path: Path) -> None:
         self.model = model
@@ -205,7 +205,7 @@ class _Connection:
 
 
 class RemoteModel:
-    """The Model of an API worker when a model server holds the session (service/classify.py's Model).
+    """The Model of an API worker when a model server holds the session (service/flow/classify.py's Model).
 
     A call that loses its connection (the model server died mid-batch, or restarts) is sent again on a
     new one: inference is pure, so a repeat is safe. `on_retry` counts each resend.

@@ -4,7 +4,7 @@ The routes used to be FastAPI routes. Under load, FastAPI's and Starlette's rout
 solving, Request objects and exception middlewares took 31 % of the event loop's busy time at 64
 clients on the default model (docs/benchmarks.md, "Where the time goes"), more than parsing and
 decoding together. Here a request is parsed straight from its ASGI scope and messages, and the answer
-goes out as two ASGI messages. The FastAPI routes in service/api.py stay for the OpenAPI document
+goes out as two ASGI messages. The FastAPI routes in service/web/routes.py stay for the OpenAPI document
 and answer through `ClassifyEndpoint.answer`, so both ways give the same bytes.
 """
 
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitserve.runtime.predictions import Prediction
-from vitserve.service.classify import ClassifyFlow, ItemResult
-from vitserve.service.errors import ApiError
-from vitserve.service.front_door import Receive, Scope, Send
-from vitserve.service.requests import RequestParts, parse_image_request, refuse_unknown_query
+from vitserve.service.flow.classify import ClassifyFlow, ItemResult
+from vitserve.service.flow.errors import ApiError
 from vitserve.service.settings import Settings
+from vitserve.service.web.door import Receive, Scope, Send
+from vitserve.service.web.parsing import RequestParts, parse_image_request, refuse_unknown_query
 
 CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
 

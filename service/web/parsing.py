@@ -16,8 +16,8 @@ from typing import Any
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import ClientDisconnect, Request
 
-from vitserve.service.errors import ApiError
-from vitserve.service.multipart import MultipartError, Part, parse_form
+from vitserve.service.flow.errors import ApiError
+from vitserve.service.web.multipart import MultipartError, Part, parse_form
 
 RAW_CONTENT_TYPES = ("image/", "application/octet-stream")
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -26,7 +26,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 @dataclass(frozen=True)
 class RequestParts:
     """What parsing needs of an HTTP request: from a Starlette Request (the FastAPI routes) or straight
-    from ASGI (the classify endpoint, service/classify_http.py, which builds no Request at all)."""
+    from ASGI (the classify endpoint, service/web/endpoints.py, which builds no Request at all)."""
 
     headers: Headers
     query: QueryParams

@@ -91,7 +91,7 @@ class ServiceMetrics:
                 "vitserve_inference_worker_starts", "Processes that loaded the model, first and restarted."
             ),
             # The front door answers /classify and /classify_batch in front of BentoML's middlewares
-            # (service/front_door.py), so BentoML's bentoml_service_request_* never see them: these do.
+            # (service/web/door.py), so BentoML's bentoml_service_request_* never see them: these do.
             requests=prom.Counter(
                 "vitserve_requests",
                 "Classify requests answered, by route and status code.",
@@ -123,7 +123,7 @@ class ServiceMetrics:
         return child
 
     def record_model(self, model: Any) -> None:
-        """vitserve_model_info for a loaded model (service/model.py's LocalModel)."""
+        """vitserve_model_info for a loaded model (service/model/local.py's LocalModel)."""
         meta = model.metadata
         self.model_info.labels(
             name=meta.model_name,

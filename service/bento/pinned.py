@@ -15,5 +15,5 @@ def require_bentoml(patch: str) -> None:
     if bentoml.__version__ != BENTOML_VERSION:
         raise UnpinnedBentoML(
             f"{patch} patches bentoml {BENTOML_VERSION} internals, but bentoml {bentoml.__version__} is "
-            "installed; re-check the patch against the new release, then update service/pinned.py"
+            "installed; re-check the patch against the new release, then update service/bento/pinned.py"
         )

@@ -2,7 +2,7 @@
 
 A BentoML service of its own, declared as a dependency of the API service only in that shape, so
 that BentoML starts it, restarts it when it dies and asks it in readiness probes. Its work arrives
-over service/model_channel.py's Unix socket, not over BentoML's HTTP: the images of every API worker
+over service/model/channel.py's Unix socket, not over BentoML's HTTP: the images of every API worker
 meet in its batcher (runtime/batcher.py).
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import bentoml
 
-from vitserve.service.heap import freeze_startup_heap
-from vitserve.service.logs import enable_vitserve_logging
-from vitserve.service.metrics import ServiceMetrics
+from vitserve.service.bento.heap import freeze_startup_heap
+from vitserve.service.bento.shutdown import GracefulShutdown, api_workers_gone
+from vitserve.service.observe.logs import enable_vitserve_logging
+from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
-from vitserve.service.shutdown import GracefulShutdown, api_workers_gone
 
 MODEL_SERVER_NAME = "vitserve-model"
 
@@ -31,8 +31,8 @@ def model_server_service(settings: Settings, api_service_name: str) -> type:
     class ModelServer:
         def __init__(self) -> None:
             # Imported in this worker only (service/app.py says why).
-            from vitserve.service.model import LocalModel
-            from vitserve.service.model_channel import ChannelServer
+            from vitserve.service.model.channel import ChannelServer
+            from vitserve.service.model.local import LocalModel
 
             enable_vitserve_logging()
             metrics = ServiceMetrics.create()

@@ -1,0 +1,1 @@
+"""BentoML wiring: the patches of its internals (each checks the pinned release), shutdown, heap."""

@@ -1,0 +1,1 @@
+"""Observability: vitserve's Prometheus metrics and its logs."""

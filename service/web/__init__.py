@@ -1,0 +1,1 @@
+"""The HTTP surface: the front door, the classify endpoints, the routes, parsing, the OpenAPI document."""
