@@ -2,7 +2,7 @@
 
     .venv/bin/python -m reliability.shed_cost [--rates 500 1000] [--seconds 5]
 
-Serves `service/front_door.FrontDoor` around an app that must never be reached, with a refusal for
+Serves the front door (`service/web/door.py`) around an app that must never be reached, with a refusal for
 every request, from uvicorn (uvloop + httptools, as the workers run) pinned to CPU 0; the load
 generator (tests/reliability/load.py) runs pinned to CPU 1. Prints the server's CPU per request: the
 floor under what a rejection costs an API worker, for comparison with a served request.
@@ -24,9 +24,10 @@ import uvloop
 
 from tests.reliability.load import open_loop
 from vitserve.bench.processes import free_port
-from vitserve.service.web.door import FrontDoor, Refusal, Scope
+from vitserve.service.flow.errors import Answer
+from vitserve.service.web.door import FrontDoor, Scope
 
-FULL = Refusal(
+FULL = Answer(
     429,
     {"error": "overloaded", "message": "this worker is at its limit of 128 images in flight"},
     {"Retry-After": "1"},
@@ -34,9 +35,9 @@ FULL = Refusal(
 
 
 class AlwaysFull:
-    """A Gatekeeper with no room, ever."""
+    """A flow with no room, ever, and a request log that keeps nothing."""
 
-    def refusal(self, path: str, requests_in_progress: int) -> Refusal:
+    def refusal(self, requests_in_progress: int) -> Answer:
         return FULL
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
@@ -54,8 +55,8 @@ async def behind_the_door(scope: Any, receive: Any, send: Any) -> None:
 
 def serve(port: int) -> None:
     os.sched_setaffinity(0, {0})
-    door = FrontDoor(frozenset({"/classify"}), timeout_s=60).in_front_of(behind_the_door)
-    door.open(AlwaysFull(), behind_the_door)
+    door = FrontDoor(timeout_s=60).in_front_of(behind_the_door)
+    door.open(frozenset({"/classify"}), AlwaysFull(), behind_the_door, AlwaysFull())
     uvicorn.run(door, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
 
 

@@ -1,12 +1,14 @@
 """The BentoML service: wiring only. `bentoml serve vitserve.service.app:VitServe` (or `vitserve serve`).
 
-One image, socket to JSON:
-  uvicorn → FrontDoor (service/web/door.py: 429 if full, else straight to the endpoint)
-  → POST /classify (service/web/endpoints.py: parse the body, plain ASGI) → ClassifyFlow
-  (service/flow/classify.py: admit, decode in a thread, batch) → Batcher (runtime/batcher.py: the images
-  of concurrent requests, one ONNX Runtime call in the model's thread) → top-k
-  (runtime/predictions.py) → JSON.
-Everything else (/explain, /model, probes, /metrics, /docs.json) crosses BentoML's own stack.
+One image, socket to JSON (README, "How a request is served"):
+  uvicorn → front door (web/door.py: 429 if full, else straight to the endpoint)
+  → classify endpoint (web/endpoints.py: parse the body, web/parsing.py) → ClassifyFlow
+  (flow/classify.py: admit (flow/admission.py), decode small images on the loop, large ones in a
+  thread) → the model (model/local.py: the batcher, runtime/batcher.py, one ONNX Runtime call for
+  the images of concurrent requests) → top-k (runtime/predictions.py) → JSON, or an error answer
+  rendered once (flow/errors.py); recorded on the way out (observe/).
+Everything else (/explain, /model, probes, /metrics, /docs.json) crosses BentoML's own stack to the
+routes in web/routes.py.
 
 BentoML's arbiter imports this module too, to read the service's configuration: what only a worker
 needs (the routes, numpy, Pillow, ONNX Runtime) is imported in the worker, in `VitServe.__init__`.
@@ -28,20 +30,17 @@ from vitserve.service.settings import Settings
 from vitserve.service.web.door import FrontDoor
 
 API_SERVICE_NAME = "vitserve"
-CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})  # what the front door serves itself
 # BentoML reads a service's worker count and timeout from its decorator, at import: the settings are
 # read here, once, and passed to everything below.
 SETTINGS = Settings.from_env()
-# Mounted now, given its routes by each worker at start-up (service/web/routes.py's install_routes).
+# Mounted now, given its routes by each worker at start-up (web/routes.py's install_routes).
 HTTP_APP = FastAPI(
     title="vitserve",
     description="Vision Transformer image classification with adaptive batching.",
     docs_url=None,
     redoc_url=None,
 )
-DOOR = FrontDoor(
-    CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s, shed_delay_s=SETTINGS.shed_delay_ms / 1000
-)
+DOOR = FrontDoor(timeout_s=SETTINGS.request_timeout_s, shed_delay_s=SETTINGS.shed_delay_ms / 1000)
 
 
 @bentoml.service(
@@ -55,7 +54,7 @@ class VitServe:
         model_server = bentoml.depends(model_server_service(SETTINGS, API_SERVICE_NAME))
 
     def __init__(self) -> None:
-        from vitserve.service.web.routes import install_routes
+        from vitserve.service.web.routes import DIRECT_PATHS, install_routes
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()
@@ -65,14 +64,14 @@ class VitServe:
         follow_the_model(SETTINGS.gil_switch_us, worker.flow.model.info())
         self.flow = worker.flow
         install_routes(HTTP_APP, worker)
-        DOOR.open(worker.gatekeeper, worker.endpoint)
+        DOOR.open(DIRECT_PATHS, worker.flow, worker.endpoint, worker.log)
         self.shutdown = GracefulShutdown(
             "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
         )
 
     def __is_ready__(self) -> bool:
         # The model was loaded and warmed up in __init__. After SIGTERM readiness fails while the
-        # worker still serves (service/bento/shutdown.py).
+        # worker still serves (bento/shutdown.py).
         return not self.shutdown.draining
 
     @bentoml.on_startup

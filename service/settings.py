@@ -84,6 +84,11 @@ class Settings:
     # accepting. 0 suits Kubernetes, whose preStop sleep (deploy/k8s) already covers endpoint removal;
     # behind a load balancer that only polls /readyz, set it above the probe period x failure threshold.
     shutdown_delay_s: int = 0
+    # ONNX Runtime threads for one /explain: one keeps it from competing with the classify batches for
+    # every core (docs/explain.md).
+    explain_threads: int = 1
+    # Explanations queued behind the running one per API worker before new ones get 429.
+    explain_max_waiting: int = 8
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", *PRECISIONS):
@@ -105,6 +110,7 @@ class Settings:
             "request_timeout_s",
             "body_timeout_s",
             "keep_alive_s",
+            "explain_threads",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
@@ -121,6 +127,7 @@ class Settings:
             "shutdown_delay_s",
             "gil_switch_us",
             "decode_threads",
+            "explain_max_waiting",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")

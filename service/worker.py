@@ -1,5 +1,5 @@
-"""One API worker's objects, built at its start-up: the model, the classify flow, the explainer, and
-the answers the front door asks for.
+"""One API worker's objects, built at its start-up: the model, the flows, the classify endpoint, the
+request log; what the front door and the routes are handed.
 
 service/app.py imports this inside the worker only: BentoML's arbiter imports app.py to read the
 service's configuration, and everything here (numpy, Pillow, ONNX Runtime) would only swell a
@@ -8,7 +8,6 @@ process that never serves a request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,77 +15,24 @@ from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits
 from vitserve.service.flow.admission import Admission
 from vitserve.service.flow.classify import ClassifyFlow, Model
-from vitserve.service.flow.explain import Explainer
-from vitserve.service.observe.logs import ACCESS_LOGGER
+from vitserve.service.flow.explain import Explainer, ExplainFlow
+from vitserve.service.observe.logs import RequestLog
 from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
-from vitserve.service.web.door import OVERLOADED, Refusal, Scope
 from vitserve.service.web.endpoints import ClassifyEndpoint
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger(ACCESS_LOGGER)
-SHED_LOG_PERIOD_S = 1.0
-
-
-class Gatekeeper:
-    """The front door's questions, answered by the classify flow; and what BentoML's stack would record.
-
-    The access log keeps BentoML's line format (`(status=429)`), so that a log search written for
-    BentoML's lines still finds the classify requests. Requests shed with 429 get one summary line per
-    `SHED_LOG_PERIOD_S` instead of a line each: under a flood a line per refusal cost the worker more
-    GIL time than the refusals themselves (docs/reliability.md), and the metrics count each one.
-    """
-
-    def __init__(self, flow: ClassifyFlow, log_access: bool) -> None:
-        self.flow = flow
-        self.log_access = log_access
-        self.shed_unlogged = 0
-
-    def _log_shed(self) -> None:
-        access_log.info(
-            "shed %d classify request(s) (status=429) in the last %.0f s",
-            self.shed_unlogged,
-            SHED_LOG_PERIOD_S,
-        )
-        self.shed_unlogged = 0
-
-    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
-        error = self.flow.refusal(requests_in_progress)
-        if error is None:
-            return None
-        self.flow.metrics.rejected(error.reason)
-        return Refusal(error.status, error.body(), error.headers())
-
-    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
-        self.flow.metrics.request_done(scope["path"], status, seconds)
-        if not (self.log_access and access_log.isEnabledFor(logging.INFO)):
-            return
-        if status == OVERLOADED:
-            self.shed_unlogged += 1
-            if self.shed_unlogged == 1:  # the first of a period: its line goes out at the period's end
-                asyncio.get_running_loop().call_later(SHED_LOG_PERIOD_S, self._log_shed)
-        else:
-            client = scope.get("client") or ("-", 0)
-            access_log.info(
-                "%s:%s (scheme=%s,method=%s,path=%s) (status=%d) %.3fms",
-                *client,
-                scope.get("scheme", "http"),
-                scope["method"],
-                scope["path"],
-                status,
-                1000 * seconds,
-            )
 
 
 @dataclass(frozen=True)
 class Worker:
-    """What the routes (service/web/context.py) and the front door are handed."""
+    """What the front door and the routes (service/web/routes.py) are handed."""
 
     settings: Settings
     flow: ClassifyFlow
     endpoint: ClassifyEndpoint  # POST /classify and /classify_batch, which the front door serves
-    explainer: Explainer
-    gatekeeper: Gatekeeper
+    explain_flow: ExplainFlow
+    log: RequestLog
 
 
 def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
@@ -111,14 +57,18 @@ def build_worker(settings: Settings) -> Worker:
     model = load_model(settings, metrics)
     decode_threads = settings.decode_pool_size(cpu_budget())
     log.info("%d decoding thread(s) per API worker", decode_threads)
-    flow = ClassifyFlow(
-        model,
-        Admission(settings.max_in_flight, metrics.in_flight_images),
-        metrics,
-        DecodeLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_pixels),
-        decode_threads=decode_threads,
-        retry_after_s=settings.retry_after_s,
+    admission = Admission(settings.max_in_flight, metrics.in_flight_images)
+    limits = DecodeLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_pixels)
+    flow = ClassifyFlow(model, admission, metrics, limits, decode_threads, settings.retry_after_s)
+    # Loads its own model on the first /explain.
+    explainer = Explainer(
+        settings.model_dir, model.metadata, settings.explain_threads, settings.explain_max_waiting
     )
-    explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
-    gatekeeper = Gatekeeper(flow, log_access=bool(settings.access_log))
-    return Worker(settings, flow, ClassifyEndpoint(flow, settings), explainer, gatekeeper)
+    explain_flow = ExplainFlow(explainer, admission, metrics, limits, settings.retry_after_s)
+    return Worker(
+        settings,
+        flow,
+        ClassifyEndpoint(flow, settings),
+        explain_flow,
+        RequestLog(metrics, log_access=bool(settings.access_log)),
+    )

@@ -1,8 +1,9 @@
 """The classify flow, in the order an image takes it: admit → decode → batch → predictions.
 
-`ClassifyFlow` owns every step between a parsed request (image bytes, top_k) and its results, and
-nothing about HTTP or BentoML: the routes (service/web/routes.py) and the front door (service/web/door.py)
-are handed one at start-up, and a test can drive it with a real model and no server.
+`ClassifyFlow` owns every step between a parsed request (image bytes, top_k) and its results, and the
+refusals and error answers on the way (service/flow/admission.py); nothing about ASGI or BentoML. The
+front door and the classify endpoint (service/web/) are handed one at start-up, and a test can drive
+it with a real model and no server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -21,19 +22,19 @@ from vitserve.runtime.artifact import ArtifactMetadata
 from vitserve.runtime.batcher import BatcherClosed, DeadlineExceeded
 from vitserve.runtime.decode import DecodeError, DecodeLimits, decode_opened, open_image
 from vitserve.runtime.predictions import Prediction, ranked_predictions
-from vitserve.service.flow.admission import Admission
+from vitserve.service.flow.admission import Admission, Flow
 from vitserve.service.flow.errors import ApiError, from_decode_error
 from vitserve.service.observe.metrics import ServiceMetrics
 
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
 log = logging.getLogger(__name__)
 
-# An image this small (in bytes, then in pixels by its header) is decoded on the event loop itself.
-# Handing it to a thread cost more than decoding it: a future, a wake-up of the loop, and the GIL
-# passed back and forth between two threads that both run Python (Pillow holds it for a small image,
-# the digit normalisation is NumPy on tiny arrays). On 2 cores the default model's 28x28 PNGs were
-# served 23-37 % faster at 8-64 clients, with 20-25 % less CPU per image (docs/benchmarks.md). The
-# bounds keep what the loop does per image to well under a millisecond: a 64 KiB header read at
-# most, and no more pixels than a 128x128 image; anything larger goes to the pool.
+# An image this small (in bytes, then in pixels by its header) is decoded on the event loop itself:
+# handing it to a thread costs more than decoding it (a future, a wake-up of the loop, the GIL passed
+# between two threads that both run Python). The bounds keep the loop's work per image well under a
+# millisecond; docs/benchmarks.md ("Decoding on the event loop") has the measurements.
 INLINE_MAX_BYTES = 64 * 1024
 INLINE_MAX_PIXELS = 128 * 128
 
@@ -63,7 +64,7 @@ class ItemResult:
     error: ApiError | None = None
 
 
-class ClassifyFlow:
+class ClassifyFlow(Flow):
     """Image bytes of one request -> one ItemResult per image; sheds with 429 when the worker is full."""
 
     def __init__(
@@ -75,45 +76,20 @@ class ClassifyFlow:
         decode_threads: int,
         retry_after_s: int,
     ) -> None:
+        super().__init__(admission, metrics, retry_after_s)
         self.model = model
         self.metadata: ArtifactMetadata = model.metadata
-        self.admission = admission
-        self.metrics = metrics
         self.limits = limits
-        self.retry_after_s = retry_after_s
         # Pillow releases the GIL while it decodes a large image, so decoding those in threads
         # overlaps with the event loop and with the model's thread.
         self._decoder = ThreadPoolExecutor(decode_threads, thread_name_prefix="vitserve-decode")
         self._on_loop = metrics.decode_seconds.labels(where="loop")
         self._in_pool = metrics.decode_seconds.labels(where="pool")
 
-    def overloaded(self) -> ApiError:
-        return ApiError(
-            "overloaded",
-            f"this worker is at its limit of {self.admission.limit} images in flight; "
-            "retry after the Retry-After seconds",
-            retry_after_s=self.retry_after_s,
-        )
-
-    def refusal(self, requests_in_progress: int) -> ApiError | None:
-        """The front door's question, asked before a classify request's body is read.
-
-        Every request carries at least one image, so requests in progress count against the image
-        limit too; admission then still bounds the images of the ones let in.
-        """
-        if requests_in_progress < self.admission.limit and not self.admission.full():
-            return None
-        return self.overloaded()
-
     async def classify(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
         """Admit the request's images, decode them (small ones on the loop), infer the good ones together."""
-        count = len(images)
-        if not self.admission.try_acquire(count):
-            raise self.overloaded()
-        try:
+        async with self.admitted(len(images)):
             return await self._classify(images, top_k)
-        finally:
-            self.admission.release(count)
 
     async def _classify(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
         decoded = await self._decode_all(images)
@@ -126,9 +102,6 @@ class ClassifyFlow:
             for (i, _), prediction in zip(good, predictions, strict=True):
                 results[i] = ItemResult(prediction=prediction)
                 self.metrics.classified(prediction.label)
-        for result in results:
-            if result.error is not None:
-                self.metrics.rejected(result.error.reason)
         return results
 
     async def _decode_all(self, images: tuple[bytes, ...]) -> list[np.ndarray | ApiError]:
@@ -162,7 +135,7 @@ class ClassifyFlow:
             return self._failed(exc, time.perf_counter() - started, self._in_pool)
         return self._finish(image, time.perf_counter() - started, self._in_pool)
 
-    def _finish(self, image: Image.Image, header_s: float, timer: Any) -> np.ndarray | ApiError:
+    def _finish(self, image: Image.Image, header_s: float, timer: Histogram) -> np.ndarray | ApiError:
         started = time.perf_counter()
         try:
             return decode_opened(image, self.metadata.preprocessing)
@@ -171,7 +144,7 @@ class ClassifyFlow:
         finally:
             timer.observe(header_s + time.perf_counter() - started)
 
-    def _failed(self, error: DecodeError, header_s: float, timer: Any) -> ApiError:
+    def _failed(self, error: DecodeError, header_s: float, timer: Histogram) -> ApiError:
         timer.observe(header_s)
         return from_decode_error(error)
 

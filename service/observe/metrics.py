@@ -9,37 +9,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vitserve.service.flow.errors import REJECT_REASONS, RejectReason
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
+
+Labelled = TypeVar("Labelled", "Counter", "Histogram")
 
 # Seconds: decoding ranges from ~0.1 ms (a 28x28 PNG) to ~1 s (a 40 MP TIFF).
 TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-REJECT_REASONS = (
-    "bad_input",
-    "slow_body",
-    "too_large",
-    "overloaded",
-    "unsupported_media_type",
-    "not_ready",
-    "unavailable",
-)
-
 
 @dataclass(frozen=True)
 class ServiceMetrics:
-    decode_seconds: Any
-    queue_wait_seconds: Any
-    inference_seconds: Any
-    batch_size: Any
-    images_classified: Any
-    requests_rejected: Any
-    in_flight_images: Any
-    model_info: Any
-    inference_retries: Any
-    inference_worker_starts: Any
-    requests: Any
-    request_seconds: Any
+    decode_seconds: Histogram
+    queue_wait_seconds: Histogram
+    inference_seconds: Histogram
+    batch_size: Histogram
+    images_classified: Counter
+    requests_rejected: Counter
+    in_flight_images: Gauge
+    model_info: Gauge
+    inference_retries: Counter
+    inference_worker_starts: Counter
+    requests: Counter
+    request_seconds: Histogram
+    explain_seconds: Histogram
     # Child series by label value, looked up once: `labels()` hashes its arguments on every call.
     _children: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False)
 
@@ -103,6 +101,11 @@ class ServiceMetrics:
                 ["route"],
                 buckets=TIME_BUCKETS,
             ),
+            explain_seconds=prom.Histogram(
+                "vitserve_explain_seconds",
+                "Time to answer one /explain request: decode, explanation graph, rollout and PNG.",
+                buckets=TIME_BUCKETS,
+            ),
             model_info=prom.Gauge(
                 "vitserve_model_info",
                 "The model being served; the value is always 1.",
@@ -115,7 +118,7 @@ class ServiceMetrics:
             metrics.requests_rejected.labels(reason=reason)
         return metrics
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def _child(self, metric: Labelled, *labels: str) -> Labelled:
         key = (str(id(metric)), *labels)
         child = self._children.get(key)
         if child is None:
@@ -135,7 +138,7 @@ class ServiceMetrics:
     def classified(self, label: str) -> None:
         self._child(self.images_classified, label).inc()
 
-    def rejected(self, reason: str) -> None:
+    def rejected(self, reason: RejectReason) -> None:
         self._child(self.requests_rejected, reason).inc()
 
     def request_done(self, route: str, status: int, seconds: float) -> None:

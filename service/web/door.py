@@ -5,29 +5,28 @@ OpenTelemetry tracing, access log, request timeout), and a service's mounted app
 Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md
 has the profile). So the door takes POSTs to the classify paths itself:
 
-- no room (the Gatekeeper says so): answered 429 + Retry-After in two ASGI messages, body unread,
-  after `shed_delay_s` for an overload refusal: a connection that resends at once then costs one
-  refusal per delay, not one per loop turn, and the loop stays with the admitted requests;
-- room: handed straight to `direct` (service/web/endpoints.py's endpoint, a plain ASGI app), under
-  the same request timeout, and counted into vitserve's own request metrics on the way out.
+- no room (the flow's `refusal` says so): answered 429 + Retry-After, body unread, after
+  `shed_delay_s`: a connection that resends at once then costs one refusal per delay, not one per
+  loop turn, and the loop stays with the admitted requests;
+- room: handed straight to `direct` (service/web/endpoints.py, a plain ASGI app), under the same
+  request timeout, and recorded (`RequestLog`: metrics and access log) on the way out.
 
-Everything else (/explain, /model, probes, /metrics, /docs.json) goes through BentoML's app as before.
+Everything else (/explain, /model, probes, /metrics, /docs.json) goes through BentoML's app.
 
 The door also counts the classify requests it let in, until their answer goes out, except while their
-body is still arriving. Image admission (service/flow/admission.py) counts a request only once its body is
-parsed, so under a flood a whole wave of requests got past a door that asked about admitted images
-alone, each then paying for parsing to be refused.
+body is still arriving: admission counts images only once a body is parsed, so under a flood a whole
+wave of requests would get past a door that asked about admitted images alone, each then paying for
+parsing to be refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
+from vitserve.service.flow.errors import OVERLOADED, Answer
 from vitserve.service.web.deadline import respond_within
 
 Scope = MutableMapping[str, Any]
@@ -35,59 +34,56 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-OVERLOADED = 429
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """What to answer instead of serving: status, JSON body, extra headers."""
+class Admits(Protocol):
+    """The door's question to the flow (service/flow/admission.py's `Flow.refusal`)."""
 
-    status: int
-    body: Mapping[str, str]
-    headers: Mapping[str, str]
-
-
-class Gatekeeper(Protocol):
-    """What the door asks of the running service."""
-
-    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
-        """None lets the request in."""
+    def refusal(self, requests_in_progress: int) -> Answer | None:
+        """None lets the request in; else the refusal's answer, already counted."""
         ...
 
-    def request_done(self, scope: Scope, status: int, seconds: float) -> None:
-        """Record an answered request (metrics, access log): the door's requests never reach BentoML's."""
-        ...
+
+class Records(Protocol):
+    """Where an answered request is recorded (service/observe/logs.py's `RequestLog`)."""
+
+    def request_done(self, scope: Scope, status: int, seconds: float) -> None: ...
 
 
 class FrontDoor:
     """ASGI app: POSTs to `paths` are refused or served by `direct`; everything else goes `behind`.
 
-    Until `open` hands it a Gatekeeper and `direct` (the service instance exists), everything goes behind.
+    Until `open` hands it the paths, the flow, `direct` and the request log (the service instance
+    exists), everything goes behind.
     """
 
-    def __init__(self, paths: frozenset[str], timeout_s: float, shed_delay_s: float = 0.0) -> None:
+    def __init__(self, timeout_s: float, shed_delay_s: float = 0.0) -> None:
         self.direct: ASGIApp | None = None
-        self.paths = paths
+        self.paths: frozenset[str] = frozenset()
         self.timeout_s = timeout_s
         self.shed_delay_s = shed_delay_s
         self.behind: ASGIApp | None = None
-        self.keeper: Gatekeeper | None = None
+        self.flow: Admits | None = None
+        self.log: Records | None = None
         self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
 
     def in_front_of(self, behind: ASGIApp) -> FrontDoor:
         self.behind = behind
         return self
 
-    def open(self, keeper: Gatekeeper, direct: ASGIApp) -> None:
+    def open(self, paths: frozenset[str], flow: Admits, direct: ASGIApp, log: Records) -> None:
+        self.paths = paths
         self.direct = direct
-        self.keeper = keeper
+        self.log = log
+        self.flow = flow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keeper, direct = self.keeper, self.direct
+        flow, direct, log = self.flow, self.direct, self.log
         assert self.behind is not None, "FrontDoor.in_front_of was never called"
         if (
-            keeper is None
+            flow is None
             or direct is None
+            or log is None
             or scope["type"] != "http"
             or scope["method"] != "POST"
             or scope["path"] not in self.paths
@@ -95,12 +91,12 @@ class FrontDoor:
             await self.behind(scope, receive, send)
             return
         started = time.perf_counter()
-        path = scope["path"]
-        refusal = keeper.refusal(path, self.in_progress)
+        refusal = flow.refusal(self.in_progress)
         if refusal is not None:
+            # The request body is never read: uvicorn discards what arrives of it and keeps the connection.
             await self._hold(refusal.status)
-            await _answer(send, refusal)
-            keeper.request_done(scope, refusal.status, time.perf_counter() - started)
+            await send_answer(send, refusal)
+            log.request_done(scope, refusal.status, time.perf_counter() - started)
             return
         # Counted from the door on. Once the route starts reading the body, the count waits for the
         # whole body: a client trickling its body, or sending none, is not counted, so slow clients
@@ -143,7 +139,7 @@ class FrontDoor:
         finally:
             if counted:
                 self.in_progress -= 1
-            keeper.request_done(scope, status, time.perf_counter() - started)
+            log.request_done(scope, status, time.perf_counter() - started)
 
     async def _hold(self, status: int) -> None:
         """An overload refusal waits shed_delay_s before it goes out; any other answer goes at once."""
@@ -151,13 +147,13 @@ class FrontDoor:
             await asyncio.sleep(self.shed_delay_s)
 
 
-async def _answer(send: Send, refusal: Refusal) -> None:
-    body = json.dumps(dict(refusal.body)).encode()
+async def send_answer(send: Send, answer: Answer) -> None:
+    """An Answer as the two ASGI messages of a response."""
+    body = answer.content()
     headers = [
-        (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers.items()),
+        (b"content-type", answer.media_type.encode("latin-1")),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()),
     ]
-    # The request body is never read: uvicorn discards what arrives of it and keeps the connection.
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,8 +1,15 @@
-"""Response bodies of the public API, as pydantic models: they are the OpenAPI document's schemas."""
+"""The OpenAPI document's parts: the response bodies as pydantic models, and the request side FastAPI cannot
+infer (the routes read their bodies themselves)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from vitserve.runtime.rollout import HEAD_FUSIONS
+from vitserve.service.flow.explain import FORMATS
 
 
 class ModelRef(BaseModel):
@@ -59,3 +66,68 @@ class ModelInfo(BaseModel):
     max_batch_size: int
     max_latency_ms: int
     max_batch_images: int
+
+
+# The request side of the OpenAPI entries: the routes read their bodies themselves (service/web/parsing.py),
+# so FastAPI cannot infer these from a signature.
+FILE = {"type": "string", "format": "binary"}
+TOP_K_PARAM = {
+    "name": "top_k",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "how many classes to return (default 5, capped at the number of classes)",
+}
+EXPLAIN_PARAMS = [
+    {
+        "name": "format",
+        "in": "query",
+        "schema": {"type": "string", "enum": list(FORMATS), "default": "both"},
+        "description": "both: JSON with the map and a base64 PNG overlay; json: the map only; "
+        "png: the overlay PNG itself (prediction in X-Vitserve-Label / X-Vitserve-Score headers)",
+    },
+    {
+        "name": "class",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "label or index whose score to report with the map (rollout is class-agnostic: "
+        "the map itself does not change)",
+    },
+    {
+        "name": "head_fusion",
+        "in": "query",
+        "schema": {"type": "string", "enum": list(HEAD_FUSIONS), "default": "mean"},
+        "description": "how each layer's attention heads are combined",
+    },
+    TOP_K_PARAM,
+]
+IMAGE_ERRORS = (400, 408, 413, 415, 422, 429, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": "error"} for status in statuses}
+
+
+def image_request_body(
+    field: str, many: bool, media_types: Iterable[str], form_top_k: bool = True
+) -> dict[str, Any]:
+    """A multipart form with `field` (repeated if `many`), or for one image the raw image as the body."""
+    form_field = {"type": "array", "items": FILE, "minItems": 1} if many else FILE
+    properties: dict[str, Any] = {field: form_field}
+    if form_top_k:
+        properties["top_k"] = {"type": "integer", "minimum": 1}
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": properties}}
+    }
+    if not many:
+        for media_type in media_types:
+            content[media_type] = {"schema": FILE}
+    return {"required": True, "content": content}
+
+
+def explain_responses() -> dict[int | str, dict[str, Any]]:
+    ok = {
+        "description": "the prediction and its attention rollout map",
+        "content": {"application/json": {"schema": {"type": "object"}}, "image/png": {"schema": FILE}},
+    }
+    return {200: ok, **error_responses(*IMAGE_ERRORS)}

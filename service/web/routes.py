@@ -1,132 +1,226 @@
-"""The public HTTP routes, installed into the FastAPI app that service/app.py mounts into BentoML.
+"""The public HTTP routes, each declared once, installed into the FastAPI app that service/app.py mounts.
 
 FastAPI gives each route an OpenAPI entry that matches what it really returns, error bodies included;
-BentoML merges it into its own document and keeps /livez, /readyz and /metrics. The routes are
-installed by each worker at start-up (`install_routes`), so that BentoML's arbiter, which imports
-service/app.py to read the service's configuration, never imports this module and what it needs.
+BentoML merges it into its own document (/docs.json) and keeps /livez, /readyz and /metrics.
+
+`DIRECT_ROUTES` are the routes the front door serves itself (service/web/door.py), in front of
+BentoML's stack: the door's paths and their OpenAPI entries are both made from that one table, and
+a request that reaches the FastAPI route instead (the door not yet open) gets the same answer from
+the same endpoint. /explain and /model are plain FastAPI routes.
+
+The routes are installed by each worker at start-up (`install_routes`): BentoML's arbiter, which
+imports service/app.py to read the service's configuration, never imports this module and what it
+needs. Each worker's objects reach the routes through `app.state`, FastAPI's place for objects
+created at start-up.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.datastructures import QueryParams
 
 from vitserve.runtime.decode import MEDIA_TYPES
-from vitserve.service.flow.classify import ClassifyFlow
-from vitserve.service.flow.errors import ApiError
-from vitserve.service.flow.explain import router as explain_router
-from vitserve.service.settings import Settings
-from vitserve.service.web.context import context_of, hand_over
-from vitserve.service.web.endpoints import json_bytes
-from vitserve.service.web.openapi import BatchClassification, Classification, ErrorBody, ModelInfo
-from vitserve.service.web.parsing import RequestParts
+from vitserve.runtime.rollout import HEAD_FUSIONS
+from vitserve.service.flow.errors import Answer, ApiError
+from vitserve.service.flow.explain import FORMATS, ExplainOptions, explanation_body
+from vitserve.service.web.openapi import (
+    EXPLAIN_PARAMS,
+    IMAGE_ERRORS,
+    TOP_K_PARAM,
+    BatchClassification,
+    Classification,
+    ModelInfo,
+    error_responses,
+    explain_responses,
+    image_request_body,
+)
+from vitserve.service.web.parsing import RequestParts, parse_image_request, refuse_unknown_query
 from vitserve.service.worker import Worker
 
 log = logging.getLogger(__name__)
 
+STATIC_DIR = Path(__file__).parent.parent / "static"
+EXPLAIN_QUERY = frozenset({"format", "class", "head_fusion", "top_k"})  # documented in EXPLAIN_PARAMS
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """A POST route answered by the classify endpoint (service/web/endpoints.py)."""
+
+    path: str
+    field: str  # the multipart field of its images
+    many: bool  # the field repeats
+    answer: type[BaseModel]
+    summary: str
+
+
+DIRECT_ROUTES = (
+    DirectRoute(
+        "/classify",
+        "image",
+        False,
+        Classification,
+        "Classify one image (multipart field `image`, or the raw image as the body)",
+    ),
+    DirectRoute(
+        "/classify_batch",
+        "images",
+        True,
+        BatchClassification,
+        "Classify several images (repeated multipart field `images`); results in the order sent",
+    ),
+)
+DIRECT_PATHS = frozenset(r.path for r in DIRECT_ROUTES)
+
+
+def worker_of(request: Request) -> Worker:
+    return request.app.state.vitserve  # type: ignore[no-any-return]
+
+
+def response_of(answer: Answer) -> Response:
+    return Response(answer.content(), answer.status, dict(answer.headers), answer.media_type)
+
+
+async def _direct(request: Request) -> Response:
+    """A DIRECT_ROUTES request that reached FastAPI: the same endpoint answers it."""
+    answer = await worker_of(request).endpoint.answer(request.url.path, RequestParts.of(request))
+    return response_of(answer)
+
+
 router = APIRouter()
-
-
-def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorBody, "description": "error"} for status in statuses}
-
-
-def _request_body(field: str, many: bool) -> dict[str, Any]:
-    file_schema = {"type": "string", "format": "binary"}
-    form_field = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
-    content: dict[str, Any] = {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": [field],
-                "properties": {field: form_field, "top_k": {"type": "integer", "minimum": 1}},
-            }
-        }
-    }
-    if not many:
-        for media_type in MEDIA_TYPES.values():
-            content[media_type] = {"schema": file_schema}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-TOP_K_PARAM = {
-    "name": "top_k",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 1},
-    "description": "how many classes to return (default 5, capped at the number of classes)",
-}
-
-
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    context_of(request).flow.metrics.rejected(exc.reason)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-
-
-# Declared here for the OpenAPI document. In a running worker the front door hands these POSTs to
-# the endpoint itself (service/web/endpoints.py) and they never reach FastAPI; a request that does
-# gets the same answer from the same code.
-@router.post(
-    "/classify",
-    response_model=Classification,
-    responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
-    openapi_extra={**_request_body("image", many=False), "parameters": [TOP_K_PARAM]},
-    summary="Classify one image (multipart field `image`, or the raw image as the body)",
-)
-async def classify(request: Request) -> Response:
-    return await _answer(request)
-
-
-@router.post(
-    "/classify_batch",
-    response_model=BatchClassification,
-    responses=_error_responses(400, 408, 413, 415, 422, 429, 503),
-    openapi_extra={**_request_body("images", many=True), "parameters": [TOP_K_PARAM]},
-    summary="Classify several images (repeated multipart field `images`); results in the order sent",
-)
-async def classify_batch(request: Request) -> Response:
-    return await _answer(request)
-
-
-async def _answer(request: Request) -> Response:
-    answer = await context_of(request).endpoint.answer(request.url.path, RequestParts.of(request))
-    return Response(json_bytes(answer.body), answer.status, dict(answer.headers), "application/json")
+for route in DIRECT_ROUTES:
+    router.add_api_route(
+        route.path,
+        _direct,
+        methods=["POST"],
+        name=route.path.strip("/"),
+        response_model=route.answer,
+        responses=error_responses(*IMAGE_ERRORS),
+        openapi_extra={
+            "requestBody": image_request_body(route.field, route.many, MEDIA_TYPES.values()),
+            "parameters": [TOP_K_PARAM],
+        },
+        summary=route.summary,
+    )
 
 
 @router.get(
-    "/model", response_model=ModelInfo, responses=_error_responses(503), summary="The model being served"
+    "/model", response_model=ModelInfo, responses=error_responses(503), summary="The model being served"
 )
 async def model(request: Request) -> JSONResponse:
-    context = context_of(request)
-    return JSONResponse(model_info(context.flow, context.settings))
-
-
-def model_info(flow: ClassifyFlow, settings: Settings) -> dict[str, object]:
+    worker = worker_of(request)
+    flow, settings = worker.flow, worker.settings
     meta = flow.metadata
     pre = meta.preprocessing
-    return {
-        "name": meta.model_name,
-        "version": meta.model_version,
-        "labels": list(meta.labels),
-        "input_size": [pre.image_size, pre.image_size],
-        "preprocessing": {
-            "crop_pct": pre.crop_pct,
-            "interpolation": pre.interpolation,
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-        },
-        "fused_attention": meta.fused_attention,
-        "max_batch_images": settings.max_batch_images,
-        **flow.model.info(),
-    }
+    return JSONResponse(
+        {
+            "name": meta.model_name,
+            "version": meta.model_version,
+            "labels": list(meta.labels),
+            "input_size": [pre.image_size, pre.image_size],
+            "preprocessing": {
+                "crop_pct": pre.crop_pct,
+                "interpolation": pre.interpolation,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+            },
+            "fused_attention": meta.fused_attention,
+            "max_batch_images": settings.max_batch_images,
+            **flow.model.info(),
+        }
+    )
+
+
+def parse_explain_options(query: QueryParams, labels: tuple[str, ...]) -> ExplainOptions:
+    """`format`, `class` and `head_fusion` from the query string; 422 for any bad value."""
+    # An empty value ("format=") is refused like any other bad value, not read as the default: the
+    # OpenAPI enum does not contain it (schemathesis, tests/reliability/test_api_fuzz.py).
+    fmt = query.get("format", "both")
+    if fmt not in FORMATS:
+        raise ApiError("invalid_parameter", f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    fusion = query.get("head_fusion", "mean")
+    if fusion not in HEAD_FUSIONS:
+        choices = ", ".join(HEAD_FUSIONS)
+        raise ApiError("invalid_parameter", f"head_fusion must be one of {choices}, not {fusion!r}")
+    raw_class = query.get("class")
+    return ExplainOptions(
+        format=fmt,
+        class_index=resolve_class(raw_class, labels) if raw_class is not None else None,
+        head_fusion=fusion,
+    )
+
+
+def resolve_class(raw: str, labels: tuple[str, ...]) -> int:
+    """A label (matched first, so a label "3" means that label) or a class index."""
+    if raw in labels:
+        return labels.index(raw)
+    try:
+        index = int(raw)
+    except ValueError as exc:
+        raise ApiError("invalid_parameter", f"class {raw!r} is neither a label nor an index") from exc
+    if not 0 <= index < len(labels):
+        raise ApiError("invalid_parameter", f"class index {index} is out of range 0..{len(labels) - 1}")
+    return index
+
+
+@router.post(
+    "/explain",
+    responses=explain_responses(),
+    openapi_extra={
+        "requestBody": image_request_body("image", False, MEDIA_TYPES.values(), form_top_k=False),
+        "parameters": EXPLAIN_PARAMS,
+    },
+    summary="Classify one image and show where the class token looked (attention rollout)",
+)
+async def explain(request: Request) -> Response:
+    worker = worker_of(request)
+    flow, settings = worker.explain_flow, worker.settings
+    refusal = flow.refusal(0)  # before the body is read, as the front door asks for /classify
+    if refusal is not None:
+        return response_of(refusal)
+    try:
+        refuse_unknown_query(request.query_params, EXPLAIN_QUERY)
+        options = parse_explain_options(request.query_params, flow.metadata.labels)
+        parsed = await parse_image_request(
+            RequestParts.of(request),
+            field="image",
+            many=False,
+            max_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+            max_images=1,
+            default_top_k=settings.default_top_k,
+            num_classes=flow.metadata.num_classes,
+        )
+        result = await flow.explain(parsed.images[0], options, parsed.top_k)
+    except ApiError as exc:
+        return response_of(flow.error_answer(exc))
+    if options.format == "png":
+        assert result.png is not None
+        headers = {
+            # Percent-encoded: a header is latin-1, a label may be any Unicode ("café", "日本").
+            "X-Vitserve-Label": quote(result.prediction.label, safe=""),
+            "X-Vitserve-Score": f"{result.prediction.score:.6g}",
+        }
+        return Response(result.png, media_type="image/png", headers=headers)
+    body = explanation_body(result, options, flow.metadata.labels)
+    body["model"] = {"name": flow.metadata.model_name, "version": flow.metadata.model_version}
+    return JSONResponse(body)
+
+
+@router.get("/ui", include_in_schema=False)
+async def demo_page() -> HTMLResponse:
+    """The demo page: pick or drop an image, see the top-k labels and the attention overlay."""
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
 
 def install_routes(app: FastAPI, worker: Worker) -> None:
     """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
     app.include_router(router)
-    app.include_router(explain_router)  # POST /explain and the /ui demo page (service/flow/explain.py)
-    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
-    hand_over(app, worker)
+    app.state.vitserve = worker

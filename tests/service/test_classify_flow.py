@@ -53,7 +53,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(
 ) -> None:
     flow, _ = flow_with(model, metrics)
     data = samples()
-    before = metrics.batch_size.collect()[0].samples
+    before = next(iter(metrics.batch_size.collect())).samples
 
     async def go() -> list[str]:
         results = await asyncio.gather(*(flow.classify((data[i % 3],), top_k=1) for i in range(24)))
@@ -62,7 +62,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(
     labels = asyncio.run(go())
     alone = [asyncio.run(flow.classify((d,), top_k=1))[0].prediction.label for d in data]  # type: ignore[union-attr]
     assert labels == [alone[i % 3] for i in range(24)]
-    after = metrics.batch_size.collect()[0].samples
+    after = next(iter(metrics.batch_size.collect())).samples
     count = {s.name: s.value for s in after}["vitserve_batch_size_count"] - {s.name: s.value for s in before}[
         "vitserve_batch_size_count"
     ]
@@ -78,7 +78,7 @@ def test_a_full_worker_refuses_with_retry_after_and_admits_nothing(
     assert flow.admission.try_acquire(2)
     assert gauge.value == 2
     refused = flow.refusal(requests_in_progress=0)
-    assert refused is not None and refused.status == 429 and refused.headers() == {"Retry-After": "3"}
+    assert refused is not None and refused.status == 429 and refused.headers == {"Retry-After": "3"}
     with pytest.raises(ApiError) as raised:
         asyncio.run(flow.classify((samples()[0],), top_k=1))
     assert raised.value.code == "overloaded"

@@ -21,12 +21,13 @@ from PIL import Image
 from tests.service.conftest import SETTINGS, flow_with
 from tests.support import SAMPLES_DIR
 from vitserve.runtime.decode import DecodeLimits, decode_image
-from vitserve.service.flow.explain import Explainer
+from vitserve.service.flow.explain import Explainer, ExplainFlow
 from vitserve.service.model.local import LocalModel
+from vitserve.service.observe.logs import RequestLog
 from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.web.endpoints import ClassifyEndpoint
 from vitserve.service.web.routes import install_routes
-from vitserve.service.worker import Gatekeeper, Worker
+from vitserve.service.worker import Worker
 
 PNG = sorted(SAMPLES_DIR.glob("*.png"))[0]
 TRUNCATED = PNG.read_bytes()[:60]  # a PNG's signature and header, its pixels cut off
@@ -79,12 +80,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def served(model: LocalModel, metrics: ServiceMetrics) -> tuple[ClassifyEndpoint, FastAPI]:
-    """The endpoint, and a FastAPI app with the routes: once, as the Explainer registers its metrics."""
+    """The endpoint, and a FastAPI app with the routes, over one flow."""
     flow, _ = flow_with(model, metrics)
     endpoint = ClassifyEndpoint(flow, SETTINGS)
-    worker = Worker(
-        SETTINGS, flow, endpoint, Explainer(SETTINGS.model_dir, model.metadata), Gatekeeper(flow, False)
-    )
+    explainer = Explainer(SETTINGS.model_dir, model.metadata, threads=1, max_waiting=8)
+    explain_flow = ExplainFlow(explainer, flow.admission, metrics, flow.limits, retry_after_s=3)
+    worker = Worker(SETTINGS, flow, endpoint, explain_flow, RequestLog(metrics, log_access=False))
     app = FastAPI()
     install_routes(app, worker)
     return endpoint, app

@@ -16,21 +16,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vitserve.service.web.door import FrontDoor, Refusal, Scope
+from vitserve.service.flow.errors import Answer
+from vitserve.service.web.door import FrontDoor, Scope
 
-FULL = Refusal(429, {"error": "overloaded", "message": "no room"}, {"Retry-After": "3"})
+FULL = Answer(429, {"error": "overloaded", "message": "no room"}, {"Retry-After": "3"})
 GUARDED = frozenset({"/classify"})
 
 
 class Keeper:
-    """A Gatekeeper that refuses when `refuse(path, in_progress)` says so and keeps what it is told."""
+    """The flow and the request log in one: refuses when `refuse(in_progress)` says so; records."""
 
-    def __init__(self, refuse: Callable[[str, int], Refusal | None] = lambda path, n: None) -> None:
+    def __init__(self, refuse: Callable[[int], Answer | None] = lambda n: None) -> None:
         self.refuse = refuse
         self.done: list[tuple[str, int]] = []
 
-    def refusal(self, path: str, requests_in_progress: int) -> Refusal | None:
-        return self.refuse(path, requests_in_progress)
+    def refusal(self, requests_in_progress: int) -> Answer | None:
+        return self.refuse(requests_in_progress)
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
         assert seconds >= 0
@@ -40,13 +41,13 @@ class Keeper:
 def door_around(
     direct: object, keeper: Keeper | None, behind: object = None, timeout_s: float = 60
 ) -> FrontDoor:
-    door = FrontDoor(GUARDED, timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
+    door = FrontDoor(timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
     if keeper is not None:
-        door.open(keeper, direct)  # type: ignore[arg-type]
+        door.open(GUARDED, keeper, direct, keeper)  # type: ignore[arg-type]
     return door
 
 
-def make_app(refuse_when: set[str], seen: list[str]) -> FrontDoor:
+def make_app(full: bool, seen: list[str]) -> FrontDoor:
     def endpoint(name: str):  # type: ignore[no-untyped-def]
         async def answer(request: Request) -> JSONResponse:
             seen.append(f"{name} {request.method} {request.url.path}")
@@ -58,7 +59,7 @@ def make_app(refuse_when: set[str], seen: list[str]) -> FrontDoor:
         paths = ("/classify", "/other")
         return Starlette(routes=[Route(p, endpoint(name), methods=["GET", "POST"]) for p in paths])
 
-    keeper = Keeper(lambda path, _: FULL if path in refuse_when else None)
+    keeper = Keeper(lambda _: FULL if full else None)
     return door_around(app("direct"), keeper, behind=app("behind"))
 
 
@@ -73,37 +74,37 @@ def call(app: FrontDoor, method: str, path: str) -> httpx.Response:
 
 def test_a_refused_post_is_answered_without_reaching_either_app() -> None:
     seen: list[str] = []
-    door = make_app({"/classify"}, seen)
+    door = make_app(True, seen)
     response = call(door, "POST", "/classify")
     assert response.status_code == 429
     assert response.json() == {"error": "overloaded", "message": "no room"}
     assert response.headers["retry-after"] == "3"
     assert response.headers["content-type"] == "application/json"
     assert seen == []
-    assert door.keeper.done == [("/classify", 429)]  # type: ignore[union-attr]
+    assert door.log.done == [("/classify", 429)]  # type: ignore[union-attr]
 
 
 def test_everything_else_goes_behind() -> None:
     seen: list[str] = []
-    app = make_app({"/classify"}, seen)
+    app = make_app(True, seen)
     assert call(app, "GET", "/classify").json() == {"served": "behind"}  # only POSTs are guarded
     assert call(app, "POST", "/other").json() == {"served": "behind"}  # not a guarded path
     assert seen == ["behind GET /classify", "behind POST /other"]
-    assert app.keeper.done == []  # type: ignore[union-attr]
+    assert app.log.done == []  # type: ignore[union-attr]
 
 
 def test_room_means_served_directly_and_recorded() -> None:
     seen: list[str] = []
-    door = make_app(set(), seen)
+    door = make_app(False, seen)
     assert call(door, "POST", "/classify").status_code == 200
     assert seen == ["direct POST /classify"]
-    assert door.keeper.done == [("/classify", 200)]  # type: ignore[union-attr]
+    assert door.log.done == [("/classify", 200)]  # type: ignore[union-attr]
 
 
 def test_before_the_service_exists_everything_goes_behind() -> None:
     seen: list[str] = []
-    door = make_app({"/classify"}, seen)
-    door.keeper = None  # as between BentoML building the app and the service instance opening the door
+    door = make_app(True, seen)
+    door.flow = None  # as between BentoML building the app and the service instance opening the door
     assert call(door, "POST", "/classify").json() == {"served": "behind"}
 
 
@@ -129,7 +130,7 @@ def test_requests_let_in_are_counted_until_they_finish() -> None:
         await release.wait()
         await JSONResponse({"served": True})(scope, receive, send)  # type: ignore[arg-type]
 
-    def refuse(path: str, in_progress: int) -> Refusal | None:
+    def refuse(in_progress: int) -> Answer | None:
         counts.append(in_progress)
         return FULL if in_progress >= 2 else None
 
