@@ -1,6 +1,9 @@
 """The service's one settings object, read from `VITSERVE_*` environment variables and validated once.
 
-Bad settings fail at start-up with a message naming the variable, never at the first request.
+Bad settings fail at start-up with a message naming the variable, never at the first request. The
+fields are typed and ranged with pydantic (which BentoML and FastAPI already bring); `from_env` reads
+any mapping, not only os.environ, because `vitserve serve` validates the environment it is about to
+hand BentoML before it execs, which pydantic-settings' environment source (os.environ only) cannot.
 """
 
 from __future__ import annotations
@@ -8,136 +11,116 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import vitserve.models
-from vitserve.runtime.artifact import PRECISIONS
-from vitserve.runtime.spin import SPIN_MODES
 
 PREFIX = "VITSERVE_"
 DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
+
+
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
 
 
 class SettingsError(ValueError):
     """A VITSERVE_* variable is malformed or out of range."""
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     model_dir: Path = DEFAULT_MODEL_DIR
-    precision: str = "auto"  # auto: fp16 on a GPU, int8 (else fp32) on the CPU
-    device: str = "auto"  # auto | cuda | cpu
+    # auto: fp16 on a GPU, int8 where the artifact has one (else fp32) on the CPU.
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
     # Largest batch the batcher forms. On the CPU a batch of 32 digits takes a few ms and a batch of 32
     # ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
-    max_batch_size: int = 32
+    max_batch_size: Positive = 32
     # A deadline, not a batching window: images still queued after it get 503 deadline_exceeded. It
     # must exceed the slowest full batch, else healthy load gets 503s.
-    max_latency_ms: int = 10_000
+    max_latency_ms: Positive = 10_000
     # How long an image that finds the model idle may wait for company before its batch runs. 0 (the
     # default): it runs at once; images arriving while a batch runs ride in the next one anyway
     # (runtime/batcher.py), which fills batches under load with no added latency.
-    batch_wait_ms: int = 0
+    batch_wait_ms: NonNegative = 0
     # Images admitted per API worker before new requests are shed with 429 + Retry-After.
-    max_in_flight: int = 128
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_batch_images: int = 64  # images in one /classify_batch request
-    default_top_k: int = 5
-    retry_after_s: int = 1
+    max_in_flight: Positive = 128
+    max_body_bytes: Positive = 20 * 1024 * 1024
+    max_pixels: Positive = 40_000_000
+    max_batch_images: Positive = 64  # images in one /classify_batch request
+    default_top_k: Positive = 5
+    retry_after_s: NonNegative = 1
     # How long a request shed for overload (429) waits before its answer goes out. A client that resends
     # at once (a fleet ignoring Retry-After, a proxy retrying 429s) then costs the event loop one refusal
     # per connection per this long instead of thousands a second, and admitted images keep the loop.
     # Keep it below clients' timeouts; 0 answers at once. docs/reliability.md has the measurements.
-    shed_delay_ms: int = 1000
-    api_workers: int = 1  # processes that parse and decode requests
+    shed_delay_ms: NonNegative = 1000
+    api_workers: Positive = 1  # processes that parse and decode requests
     # Decoding threads per API worker. 0 (the default): the worker's share of the CPU budget less one
     # core, which the event loop needs for HTTP and answers; at least 1, at most 8 (`decode_pool_size`).
-    decode_threads: int = 0
+    decode_threads: NonNegative = 0
     # Batches the model may run at once, each in a thread of its own on the one session
     # (runtime/batcher.py). 0 (the default): chosen at start-up from what a batch of one costs
     # (service/model/local.py): one single-threaded runner per CPU for a costly model on the CPU, else one.
-    batch_runners: int = 0
+    batch_runners: NonNegative = 0
     # ONNX Runtime threads per run; 0 = the container's CPU budget shared among the batch runners.
-    intra_op_threads: int = 0
+    intra_op_threads: NonNegative = 0
     # How ONNX Runtime's threads wait for work: never (sleep), run (spin inside a run only), always
     # (ORT's default: also a while after each run). runtime/spin.py says what each cost.
-    ort_spin: str = "never"
+    ort_spin: Literal["never", "run", "always"] = "never"
     # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
     # vitserve_requests_total / vitserve_request_seconds metrics.
-    access_log: int = 1
+    access_log: bool = True
     # The interpreter's thread switch interval in µs (sys.setswitchinterval). 0 (the default): 500 µs
     # when the model runs a batch of one in under 2 ms, else Python's 5,000 (service/model/gil.py says why).
-    gil_switch_us: int = 0
-    request_timeout_s: int = 60
+    gil_switch_us: NonNegative = 0
+    request_timeout_s: Positive = 60
     # A request body must arrive within this many seconds, else 408. Without it a client trickling
     # bytes held its connection until BentoML's request timeout answered 504, a 5xx for a client fault.
     # 20 MiB at 1 MB/s fits; keep it below request_timeout_s.
-    body_timeout_s: int = 30
+    body_timeout_s: Positive = 30
     # An idle keep-alive connection is closed after this. Keep it above the idle timeout of whatever
     # proxies to the service (AWS ALB: 60 s): when the server closes first, a request the proxy sends
     # on a connection the server is just closing fails (uvicorn's default is 5 s).
-    keep_alive_s: int = 75
+    keep_alive_s: Positive = 75
     # After SIGTERM an API worker fails readiness but keeps serving this long before it stops
     # accepting. 0 suits Kubernetes, whose preStop sleep (deploy/k8s) already covers endpoint removal;
     # behind a load balancer that only polls /readyz, set it above the probe period x failure threshold.
-    shutdown_delay_s: int = 0
+    shutdown_delay_s: NonNegative = 0
     # ONNX Runtime threads for one /explain: one keeps it from competing with the classify batches for
     # every core (docs/explain.md).
-    explain_threads: int = 1
+    explain_threads: Positive = 1
     # Explanations queued behind the running one per API worker before new ones get 429.
-    explain_max_waiting: int = 8
+    explain_max_waiting: NonNegative = 8
 
-    def __post_init__(self) -> None:
-        if self.precision not in ("auto", *PRECISIONS):
-            raise SettingsError(f"{PREFIX}PRECISION must be auto, fp32, fp16 or int8, not {self.precision!r}")
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise SettingsError(f"{PREFIX}DEVICE must be auto, cuda or cpu, not {self.device!r}")
-        if not self.model_dir.is_dir():
-            raise SettingsError(f"{PREFIX}MODEL_DIR {self.model_dir} is not a directory")
-        for name in (
-            "port",
-            "max_batch_size",
-            "max_latency_ms",
-            "max_in_flight",
-            "max_body_bytes",
-            "max_pixels",
-            "max_batch_images",
-            "default_top_k",
-            "api_workers",
-            "request_timeout_s",
-            "body_timeout_s",
-            "keep_alive_s",
-            "explain_threads",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, got {getattr(self, name)}")
-        if self.ort_spin not in SPIN_MODES:
-            raise SettingsError(f"{PREFIX}ORT_SPIN must be {', '.join(SPIN_MODES)}, not {self.ort_spin!r}")
-        if self.access_log not in (0, 1):
-            raise SettingsError(f"{PREFIX}ACCESS_LOG must be 0 or 1, got {self.access_log}")
-        for name in (
-            "retry_after_s",
-            "shed_delay_ms",
-            "intra_op_threads",
-            "batch_runners",
-            "batch_wait_ms",
-            "shutdown_delay_s",
-            "gil_switch_us",
-            "decode_threads",
-            "explain_max_waiting",
-        ):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 0, got {getattr(self, name)}")
+    @field_validator("model_dir")
+    @classmethod
+    def _a_directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _zero_or_one(cls, value: object) -> object:
+        if value not in (0, 1, "0", "1", True, False):
+            raise ValueError(f"must be 0 or 1, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _body_before_request(self) -> Settings:
         if self.body_timeout_s >= self.request_timeout_s:
-            raise SettingsError(
+            raise ValueError(
                 f"{PREFIX}BODY_TIMEOUT_S ({self.body_timeout_s}) must be below "
                 f"{PREFIX}REQUEST_TIMEOUT_S ({self.request_timeout_s})"
             )
-        if self.port > 65535:
-            raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
+        return self
 
     def decode_pool_size(self, cpus: int) -> int:
         """Decoding threads per API worker on a machine (or container) of `cpus` CPUs.
@@ -166,19 +149,38 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings that `environ` (default: os.environ) sets; empty variables count as unset."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            if f.type in ("int", int):
-                try:
-                    values[f.name] = int(raw)
-                except ValueError as exc:
-                    raise SettingsError(f"{PREFIX}{f.name.upper()} must be an integer, not {raw!r}") from exc
-            elif f.type in ("Path", Path):
-                values[f.name] = Path(raw).expanduser()
-            else:
-                values[f.name] = raw
-        return cls(**values)  # type: ignore[arg-type]
+        values = {
+            name: raw
+            for name in cls.model_fields
+            if (raw := environ.get(PREFIX + name.upper())) not in (None, "")
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from exc
+
+
+def _explain(exc: ValidationError) -> str:
+    """pydantic's errors, each naming the variable: `VITSERVE_PORT must be <= 65535, got 70000`."""
+    lines = []
+    for error in exc.errors():
+        if not error["loc"]:  # a rule between two settings, whose message names both
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        name = f"{PREFIX}{str(error['loc'][0]).upper()}"
+        context = error.get("ctx", {})
+        if error["type"] in ("greater_than_equal", "less_than_equal"):
+            bound = ">=" if error["type"] == "greater_than_equal" else "<="
+            limit = context["ge"] if bound == ">=" else context["le"]
+            lines.append(f"{name} must be {bound} {limit}, got {error['input']}")
+        elif error["type"] == "literal_error":
+            lines.append(f"{name} must be {context['expected'].replace(chr(39), '')}, not {error['input']!r}")
+        elif error["type"] in ("int_parsing", "int_from_float"):
+            lines.append(f"{name} must be an integer, not {error['input']!r}")
+        elif error["type"] == "value_error":
+            lines.append(f"{name} {context.get('error', error['msg'])}")
+        else:
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)

@@ -70,5 +70,5 @@ def build_worker(settings: Settings) -> Worker:
         flow,
         ClassifyEndpoint(flow, settings),
         explain_flow,
-        RequestLog(metrics, log_access=bool(settings.access_log)),
+        RequestLog(metrics, log_access=settings.access_log),
     )

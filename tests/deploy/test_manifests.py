@@ -158,7 +158,7 @@ def metric_names(promql: str) -> set[str]:
 
 
 def exported_vitserve_metrics() -> set[str]:
-    source = (REPO / "service" / "metrics.py").read_text()
+    source = (REPO / "service" / "observe" / "metrics.py").read_text()
     return set(re.findall(r'"(vitserve_[a-z_]+)"', source))
 
 
@@ -276,7 +276,7 @@ def configured_settings(objects: list[dict[str, Any]]) -> Settings:
     """The ConfigMap the pod reads, parsed by the service's own settings (rejects unknown values)."""
     data = only(objects, "ConfigMap")["data"]
     assert all(key.startswith(PREFIX) for key in data)
-    known = {PREFIX + name.upper() for name in Settings.__dataclass_fields__}
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
     assert set(data) <= known, f"unknown settings: {sorted(set(data) - known)}"
     return Settings.from_env({**data, PREFIX + "MODEL_DIR": str(REPO)})
 

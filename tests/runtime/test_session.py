@@ -246,7 +246,7 @@ def test_the_spin_mode_reaches_the_session(
 
 
 def test_an_unknown_spin_mode_is_refused_by_the_settings() -> None:
-    with pytest.raises(SettingsError, match="VITSERVE_ORT_SPIN must be never, run, always"):
+    with pytest.raises(SettingsError, match="VITSERVE_ORT_SPIN must be never, run or always"):
         Settings.from_env({"VITSERVE_ORT_SPIN": "1"})
 
 

@@ -62,3 +62,42 @@ def test_the_shed_delay_defaults_to_a_second_and_refuses_negatives() -> None:
     assert Settings.from_env({"VITSERVE_SHED_DELAY_MS": "0"}).shed_delay_ms == 0
     with pytest.raises(SettingsError, match="VITSERVE_SHED_DELAY_MS must be >= 0"):
         Settings.from_env({"VITSERVE_SHED_DELAY_MS": "-5"})
+
+
+def test_the_literal_choices_are_the_runtimes_own() -> None:
+    from typing import get_args
+
+    from vitserve.runtime.artifact import PRECISIONS
+    from vitserve.runtime.spin import SPIN_MODES
+
+    fields = Settings.model_fields
+    assert get_args(fields["precision"].annotation) == ("auto", *PRECISIONS)
+    assert get_args(fields["ort_spin"].annotation) == SPIN_MODES
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"VITSERVE_PORT": "70000"}, "VITSERVE_PORT must be <= 65535, got 70000"),
+        ({"VITSERVE_PORT": "eighty"}, "VITSERVE_PORT must be an integer, not 'eighty'"),
+        ({"VITSERVE_PRECISION": "bf16"}, "VITSERVE_PRECISION must be auto, fp32, fp16 or int8, not 'bf16'"),
+        ({"VITSERVE_ACCESS_LOG": "2"}, "VITSERVE_ACCESS_LOG must be 0 or 1, got '2'"),
+        ({"VITSERVE_MODEL_DIR": "/no/such/dir"}, "VITSERVE_MODEL_DIR /no/such/dir is not a directory"),
+        ({"VITSERVE_EXPLAIN_THREADS": "0"}, "VITSERVE_EXPLAIN_THREADS must be >= 1, got 0"),
+        (
+            {"VITSERVE_BODY_TIMEOUT_S": "90"},
+            "VITSERVE_BODY_TIMEOUT_S (90) must be below VITSERVE_REQUEST_TIMEOUT_S (60)",
+        ),
+    ],
+)
+def test_a_bad_variable_is_refused_with_its_name(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ)
+    assert str(raised.value) == message
+
+
+def test_empty_variables_are_unset_and_settings_are_frozen() -> None:
+    settings = Settings.from_env({"VITSERVE_PORT": "", "VITSERVE_ACCESS_LOG": "0"})
+    assert settings.port == 3000 and settings.access_log is False
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
