@@ -4,10 +4,8 @@
 - run: they spin inside a run and stop as soon as it returns (`session.force_spinning_stop`);
 - always: ORT's own default; they also spin a while after each run.
 
-On the 2-core machine the serving benchmark runs on, spinning lost: the spinning threads take CPU that
-decoding and HTTP need (3 rounds side by side: digits at 64 clients 478 img/s never, 456 run;
-ViT-Ti/16 at 32 clients 46.7 never, 43.7 run; and less server CPU per image with never in both,
-docs/benchmarks.md). With more cores than ORT threads, `run` may win a batch's latency back.
+On a small CPU spinning loses: the spinning threads take CPU that decoding and HTTP need
+(docs/benchmarks.md). With more cores than ORT threads, `run` may win a batch's latency back.
 
 Importable without ONNX Runtime: the settings check the mode where BentoML's arbiter reads them.
 """

@@ -39,8 +39,7 @@ class Settings(BaseModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
-    # Largest batch the batcher forms. On the CPU a batch of 32 digits takes a few ms and a batch of 32
-    # ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
+    # Largest batch the batcher forms; on the CPU larger batches buy no throughput (docs/benchmarks.md).
     max_batch_size: Positive = 32
     # A deadline, not a batching window: images still queued after it get 503 deadline_exceeded. It
     # must exceed the slowest full batch, else healthy load gets 503s.
@@ -127,9 +126,8 @@ class Settings(BaseModel):
 
         More threads than cores only take turns: Pillow releases the GIL while it decodes, but the
         rest of a decode (the digit normalisation, NumPy on small arrays) holds it, and every extra
-        thread is one more waiting for it beside the event loop. On 2 cores the default model served
-        16-35 % more images per second with 1 thread than with 4, and ViT-Ti/16 JPEGs as many
-        (docs/benchmarks.md, "Decoding threads").
+        thread is one more waiting for it beside the event loop (docs/benchmarks.md, "Decoding
+        threads").
         """
         if self.decode_threads:
             return self.decode_threads

@@ -2,9 +2,8 @@
 
 A worker imports bentoml, FastAPI, pydantic, OpenTelemetry, numpy and ONNX Runtime's bindings before
 it serves anything: hundreds of thousands of objects that live as long as the process. CPython's
-generation-2 collection walks all of them every time it runs, and under load it ran every 4-5 s in
-the API worker and stopped its event loop for 0.14-0.20 s each time (measured with gc.callbacks during
-a 5x overload flood; docs/reliability.md), which was the whole p99 of shed answers. `gc.freeze()`
+generation-2 collection walks all of them every time it runs, and under a flood those pauses of the
+event loop were the whole p99 of shed answers (docs/reliability.md). `gc.freeze()`
 moves everything alive at that moment into a permanent generation the collector skips; what
 requests allocate is still collected as before.
 """

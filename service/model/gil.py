@@ -1,12 +1,10 @@
 """The interpreter's thread switch interval for an API worker, from what its model costs.
 
 The event loop gives up the GIL at every socket read and write; while decode threads hold it, the loop
-waits up to one switch interval to get it back (Python's default: 5 ms). Measured side by side
-(docs/benchmarks.md), 500 µs served the default digits model, which runs a batch of one in about a
-millisecond, up to 1.4x faster at 64 clients, because there the loop and the decoding (the digit
-normalisation is Python) are the cost; the same 500 µs cost ViT-Ti/16 (about 25 ms a batch of one,
-JPEG uploads) 10-20 % of its throughput and more CPU per image, because there ONNX Runtime's threads
-are the cost and every extra switch preempts them. So by default the interval follows the model.
+waits up to one switch interval to get it back (Python's default: 5 ms). A short interval helps a cheap
+model, where the loop and the decoding are the cost, and hurts a costly one, where ONNX Runtime's
+threads are the cost and every extra switch preempts them (docs/benchmarks.md, "The GIL's switch
+interval"). So by default the interval follows the model.
 """
 
 from __future__ import annotations

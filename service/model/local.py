@@ -9,14 +9,10 @@ batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it g
 single-threaded batch runner per CPU, side by side on one session, because the threads of one run
 meet at a barrier after every operator and wait whenever a decoding thread or the event loop takes
 one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
-lone request at light load is not left on one thread. On 2 cores, ViT-Ti/16 with 500x375 JPEGs
-(interleaved A/B, 6 rounds, paired medians; docs/benchmarks.md): two runners served 1.22x, 1.10x
-and 1.23x the images per second of one two-threaded run at 8, 32 and 64 clients but 0.73x at one
-client; with the lone-batch session, 1.24x, 1.08x and 1.15x, and 1.01x at one client (10 rounds). It
-costs a second copy of the weights (ViT-Ti: 374 against 356 MiB at rest). A cheap model (the event
-loop and decoding are its cost, as for the default digits model, which two runners made slower) or
-one on a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a larger CPU
-each takes max_batch_size / CPUs images.
+lone request at light load is not left on one thread. A cheap model (the event loop and decoding are
+its cost, as for the default digits model, which two runners made slower) or one on a GPU gets one
+runner with every CPU. docs/benchmarks.md ("Batch runners") has the measurements; runners were
+measured on 2 cores only, and on a larger CPU each takes max_batch_size / CPUs images.
 """
 
 from __future__ import annotations
