@@ -1,11 +1,11 @@
 """A request that has sent nothing within its timeout gets 504, without a timer that outlives it.
 
-BentoML's own TimeoutMiddleware (bentoml 1.4.40) arms a `loop.call_later(timeout, ...)` per request
-and never cancels it: the timer holds the request's context for the full timeout, 60 s by default,
-after the request is long answered. Under a flood the collector's oldest generation filled with them,
-and every full collection walked them all, stopping the event loop (docs/reliability.md). `asyncio.timeout` here cancels its timer as soon as the response
-starts or the request ends. The front door uses this for classify requests;
-service/bento/request_timeout.py makes BentoML's middleware use it for the rest.
+BentoML's own TimeoutMiddleware (bentoml 1.4.40) arms a `loop.call_later(timeout, ...)` per request and
+never cancels it: the timer holds the request's context for the full timeout, 60 s by default, after the
+request is long answered. Under a flood the collector's oldest generation filled with them, and every
+full collection walked them all, stopping the event loop (docs/reliability.md). `asyncio.timeout` here
+cancels its timer as soon as the response starts or the request ends. The front door uses this for
+classify requests; service/bento/request_timeout.py makes BentoML's middleware use it for the rest.
 """
 
 from __future__ import annotations
