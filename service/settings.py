@@ -30,6 +30,9 @@ class Settings:
     device: str = "auto"  # auto | cuda | cpu
     host: str = "127.0.0.1"
     port: int = 3000
+    # The Open Inference Protocol's gRPC service listens here, in each API worker (Triton's default
+    # port); 0 turns it off. The v2 REST routes are always on `port`.
+    grpc_port: int = 8001
     # Largest batch the batcher forms. On the CPU a batch of 32 digits takes a few ms and a batch of 32
     # ViT-B/16 INT8 images about 2-3 s (docs/benchmarks.md); larger buys no throughput.
     max_batch_size: int = 32
@@ -131,6 +134,10 @@ class Settings:
             )
         if self.port > 65535:
             raise SettingsError(f"{PREFIX}PORT must be <= 65535, got {self.port}")
+        if not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(f"{PREFIX}GRPC_PORT must be 0 (off) to 65535, got {self.grpc_port}")
+        if self.grpc_port == self.port:
+            raise SettingsError(f"{PREFIX}GRPC_PORT must differ from {PREFIX}PORT ({self.port})")
 
     def decode_pool_size(self, cpus: int) -> int:
         """Decoding threads per API worker on a machine (or container) of `cpus` CPUs.

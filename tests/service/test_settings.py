@@ -62,3 +62,12 @@ def test_the_shed_delay_defaults_to_a_second_and_refuses_negatives() -> None:
     assert Settings.from_env({"VITSERVE_SHED_DELAY_MS": "0"}).shed_delay_ms == 0
     with pytest.raises(SettingsError, match="VITSERVE_SHED_DELAY_MS must be >= 0"):
         Settings.from_env({"VITSERVE_SHED_DELAY_MS": "-5"})
+
+
+def test_the_grpc_port_defaults_to_tritons_and_0_turns_it_off() -> None:
+    assert Settings.from_env({}).grpc_port == 8001
+    assert Settings.from_env({"VITSERVE_GRPC_PORT": "0"}).grpc_port == 0
+    with pytest.raises(SettingsError, match="VITSERVE_GRPC_PORT must be 0 \\(off\\) to 65535"):
+        Settings.from_env({"VITSERVE_GRPC_PORT": "70000"})
+    with pytest.raises(SettingsError, match="VITSERVE_GRPC_PORT must differ from VITSERVE_PORT"):
+        Settings.from_env({"VITSERVE_GRPC_PORT": "3000"})
