@@ -1,0 +1,79 @@
+"""POST /v2/models/{name}[/versions/{version}]/infer as a plain ASGI app, served by the front door as
+/classify is: shed before the body is read, then parsed straight from ASGI into the classify flow."""
+
+from __future__ import annotations
+
+import logging
+
+from vitserve.service.classify import ClassifyFlow
+from vitserve.service.errors import ApiError
+from vitserve.service.front_door import ASGIApp, Receive, Scope, Send
+from vitserve.service.requests import RequestParts, read_body
+from vitserve.service.settings import Settings
+from vitserve.service.v2.errors import V2Error, from_api_error
+from vitserve.service.v2.infer import infer
+from vitserve.service.v2.model import ModelSpec
+from vitserve.service.v2.paths import infer_model
+from vitserve.service.v2.tensors import binary_outputs, encode_rest_response, error_body, parse_rest_request
+
+log = logging.getLogger(__name__)
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class InferEndpoint:
+    """ASGI app for the v2 infer paths; `answer` is the same work for a FastAPI route."""
+
+    def __init__(self, flow: ClassifyFlow, settings: Settings, spec: ModelSpec) -> None:
+        self.flow = flow
+        self.settings = settings
+        self.spec = spec
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body, headers = await self.answer(scope["path"], RequestParts.from_asgi(scope, receive))
+        raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, path: str, request: RequestParts) -> tuple[int, bytes, dict[str, str]]:
+        """(status, body, headers) of one infer request."""
+        try:
+            return await self._infer(path, request)
+        except ApiError as exc:  # reading the body, or admission
+            return self._refused(from_api_error(exc))
+        except V2Error as exc:
+            return self._refused(exc)
+
+    def _refused(self, error: V2Error) -> tuple[int, bytes, dict[str, str]]:
+        if not error.counted:
+            self.flow.metrics.rejected(error.reason)
+        return error.status, error_body(error), {"content-type": "application/json", **error.headers()}
+
+    async def _infer(self, path: str, request: RequestParts) -> tuple[int, bytes, dict[str, str]]:
+        flow, settings = self.flow, self.settings
+        model = infer_model(path)
+        assert model is not None, f"{path} is not an infer path"
+        self.spec.find(*model)
+        if flow.admission.full():  # shed before reading the body, as /classify does
+            raise flow.overloaded()
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        parsed = parse_rest_request(body, request.headers.get(HEADER_LENGTH))
+        job = self.spec.job(parsed)
+        binary = binary_outputs(parsed)
+        outputs = await infer(flow, job)
+        body, headers = encode_rest_response(self.spec.name, self.spec.version, parsed.id, outputs, binary)
+        return 200, body, headers
+
+
+def beside(classify: ASGIApp, v2: InferEndpoint) -> ASGIApp:
+    """The front door's direct app: v2 infer paths to `v2`, the classify paths to `classify`."""
+
+    async def direct(scope: Scope, receive: Receive, send: Send) -> None:
+        if infer_model(scope["path"]) is not None:
+            await v2(scope, receive, send)
+        else:
+            await classify(scope, receive, send)
+
+    return direct
