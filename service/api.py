@@ -23,6 +23,7 @@ from vitserve.service.explain import router as explain_router
 from vitserve.service.requests import RequestParts
 from vitserve.service.schemas import BatchClassification, Classification, ErrorBody, ModelInfo
 from vitserve.service.settings import Settings
+from vitserve.service.v2.routes import router as v2_router
 from vitserve.service.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -128,5 +129,6 @@ def install_routes(app: FastAPI, worker: Worker) -> None:
     """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
     app.include_router(router)
     app.include_router(explain_router)  # POST /explain and the /ui demo page (service/explain.py)
+    app.include_router(v2_router)  # the Open Inference Protocol's REST routes (service/v2/routes.py)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     hand_over(app, worker)

@@ -26,6 +26,7 @@ from vitserve.service.outer_app import wrap_service_app
 from vitserve.service.request_timeout import cancel_request_timers
 from vitserve.service.settings import Settings
 from vitserve.service.shutdown import GracefulShutdown, after_delay
+from vitserve.service.v2.paths import DoorPaths
 
 API_SERVICE_NAME = "vitserve"
 CLASSIFY_PATHS = frozenset({"/classify", "/classify_batch"})  # what the front door serves itself
@@ -40,7 +41,9 @@ HTTP_APP = FastAPI(
     redoc_url=None,
 )
 DOOR = FrontDoor(
-    CLASSIFY_PATHS, timeout_s=SETTINGS.request_timeout_s, shed_delay_s=SETTINGS.shed_delay_ms / 1000
+    DoorPaths(CLASSIFY_PATHS),  # and every v2 infer path
+    timeout_s=SETTINGS.request_timeout_s,
+    shed_delay_s=SETTINGS.shed_delay_ms / 1000,
 )
 
 
@@ -56,6 +59,7 @@ class VitServe:
 
     def __init__(self) -> None:
         from vitserve.service.api import install_routes
+        from vitserve.service.v2.http import beside
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()
@@ -64,16 +68,22 @@ class VitServe:
         worker = build_worker(SETTINGS)
         follow_the_model(SETTINGS.gil_switch_us, worker.flow.model.info())
         self.flow = worker.flow
+        self.v2 = worker.v2
         install_routes(HTTP_APP, worker)
-        DOOR.open(worker.gatekeeper, worker.endpoint)
+        DOOR.open(worker.gatekeeper, beside(worker.endpoint, worker.v2.endpoint))
         self.shutdown = GracefulShutdown(
             "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
         )
+        self.v2.ready_when(lambda: not self.shutdown.draining)
 
     def __is_ready__(self) -> bool:
         # The model was loaded and warmed up in __init__. After SIGTERM readiness fails while the
-        # worker still serves (service/shutdown.py).
-        return not self.shutdown.draining
+        # worker still serves (service/shutdown.py). The gRPC port must be listening too (unless off).
+        return self.v2.ready()
+
+    @bentoml.on_startup
+    async def _start_grpc(self) -> None:
+        await self.v2.start_grpc()  # on this worker's event loop, beside the HTTP routes
 
     @bentoml.on_startup
     def _install_shutdown(self) -> None:
@@ -84,7 +94,8 @@ class VitServe:
         freeze_startup_heap("API worker")  # __init__ has loaded the model and warmed its session
 
     @bentoml.on_shutdown
-    def _close(self) -> None:
+    async def _close(self) -> None:
+        await self.v2.stop_grpc()  # its calls in flight finish before the model closes
         self.flow.close()
 
 

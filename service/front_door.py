@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Container, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,7 +65,7 @@ class FrontDoor:
     Until `open` hands it a Gatekeeper and `direct` (the service instance exists), everything goes behind.
     """
 
-    def __init__(self, paths: frozenset[str], timeout_s: float, shed_delay_s: float = 0.0) -> None:
+    def __init__(self, paths: Container[str], timeout_s: float, shed_delay_s: float = 0.0) -> None:
         self.direct: ASGIApp | None = None
         self.paths = paths
         self.timeout_s = timeout_s

@@ -22,6 +22,9 @@ from vitserve.service.front_door import OVERLOADED, Refusal, Scope
 from vitserve.service.logs import ACCESS_LOGGER
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
+from vitserve.service.v2.paths import infer_model, route_label
+from vitserve.service.v2.protocol import V2Protocol
+from vitserve.service.v2.tensors import v2_refusal_body
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -55,10 +58,11 @@ class Gatekeeper:
         if error is None:
             return None
         self.flow.metrics.rejected(error.reason)
-        return Refusal(error.status, error.body(), error.headers())
+        body = error.body() if infer_model(path) is None else v2_refusal_body(error)
+        return Refusal(error.status, body, error.headers())
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
-        self.flow.metrics.request_done(scope["path"], status, seconds)
+        self.flow.metrics.request_done(route_label(scope["path"]), status, seconds)
         if not (self.log_access and access_log.isEnabledFor(logging.INFO)):
             return
         if status == OVERLOADED:
@@ -87,6 +91,7 @@ class Worker:
     endpoint: ClassifyEndpoint  # POST /classify and /classify_batch, which the front door serves
     explainer: Explainer
     gatekeeper: Gatekeeper
+    v2: V2Protocol  # the Open Inference Protocol: REST infer (served by the front door too) and gRPC
 
 
 def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
@@ -121,4 +126,5 @@ def build_worker(settings: Settings) -> Worker:
     )
     explainer = Explainer(settings.model_dir, model.metadata)  # loads its own model on the first /explain
     gatekeeper = Gatekeeper(flow, log_access=bool(settings.access_log))
-    return Worker(settings, flow, ClassifyEndpoint(flow, settings), explainer, gatekeeper)
+    v2 = V2Protocol(flow, settings)
+    return Worker(settings, flow, ClassifyEndpoint(flow, settings), explainer, gatekeeper, v2)

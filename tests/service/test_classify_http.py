@@ -26,6 +26,7 @@ from vitserve.service.classify_http import ClassifyEndpoint
 from vitserve.service.explain import Explainer
 from vitserve.service.metrics import ServiceMetrics
 from vitserve.service.model import LocalModel
+from vitserve.service.v2.protocol import V2Protocol
 from vitserve.service.worker import Gatekeeper, Worker
 
 PNG = sorted(SAMPLES_DIR.glob("*.png"))[0]
@@ -83,7 +84,12 @@ def served(model: LocalModel, metrics: ServiceMetrics) -> tuple[ClassifyEndpoint
     flow, _ = flow_with(model, metrics)
     endpoint = ClassifyEndpoint(flow, SETTINGS)
     worker = Worker(
-        SETTINGS, flow, endpoint, Explainer(SETTINGS.model_dir, model.metadata), Gatekeeper(flow, False)
+        SETTINGS,
+        flow,
+        endpoint,
+        Explainer(SETTINGS.model_dir, model.metadata),
+        Gatekeeper(flow, False),
+        V2Protocol(flow, SETTINGS),
     )
     app = FastAPI()
     install_routes(app, worker)
