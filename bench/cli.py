@@ -202,6 +202,11 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL:VITSERVE_X=V[,...]",
         help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN=always (repeatable)",
     )
+    parser.add_argument(
+        "--v2",
+        action="store_true",
+        help="also measure vitserve through the Open Inference Protocol's REST route (vitserve-v2)",
+    )
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -229,10 +234,11 @@ def _load_flags(config: BenchConfig) -> list[str]:
 
 
 def _variants(args: argparse.Namespace) -> tuple[list[ServerSpec], list[str]]:
-    from vitserve.bench.peers import vitserve_variant
+    from vitserve.bench.peers import VITSERVE_V2, vitserve_variant
 
     specs = [vitserve_variant(v) for v in args.vitserve_variant]
-    return specs, [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
+    flags = [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
+    return ([VITSERVE_V2] if args.v2 else []) + specs, (["--v2"] if args.v2 else []) + flags
 
 
 def register_serve(group: argparse._SubParsersAction) -> None:
