@@ -7,7 +7,9 @@ from collections.abc import Iterable
 
 # /v2/models/{name}[/versions/{version}]/infer, the one v2 path the front door serves itself.
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
-INFER_ROUTE = "/v2/models/{name}/infer"  # the metrics' route label for every model's infer path
+# The metrics' route label for every model's infer path; no braces, at which simple parsers of the
+# Prometheus text format end the label set.
+INFER_ROUTE = "/v2/models/*/infer"
 
 
 def infer_model(path: str) -> tuple[str, str | None] | None:
