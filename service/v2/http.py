@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from vitserve.service.classify import ClassifyFlow
 from vitserve.service.errors import ApiError
 from vitserve.service.front_door import ASGIApp, Receive, Scope, Send
@@ -16,7 +14,6 @@ from vitserve.service.v2.model import ModelSpec
 from vitserve.service.v2.paths import infer_model
 from vitserve.service.v2.tensors import binary_outputs, encode_rest_response, error_body, parse_rest_request
 
-log = logging.getLogger(__name__)
 HEADER_LENGTH = "inference-header-content-length"
 
 
