@@ -465,3 +465,34 @@ def test_overload_is_shed_on_both_protocols() -> None:
             codes = list(pool.map(over_grpc, range(96)))
         assert set(codes) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, codes
         assert "StatusCode.RESOURCE_EXHAUSTED" in codes and "OK" in codes
+
+
+def test_v2_and_classify_images_ride_in_the_same_batch() -> None:
+    """A batching window far longer than three requests take to arrive: /classify's image, v2 REST's and
+    v2 gRPC's wait for each other and run as one batch of three."""
+    grpc_port = free_port()
+    env = {
+        "VITSERVE_BATCH_WAIT_MS": "5000",
+        "VITSERVE_MAX_LATENCY_MS": "60000",
+        "VITSERVE_GRPC_PORT": str(grpc_port),
+        "VITSERVE_PRECISION": "fp32",
+    }
+    with running_server(env) as running:
+        host_port = running.url.removeprefix("http://")
+        before = scrape(running.url)
+        calls = [
+            lambda: (
+                httpx.post(f"{running.url}/classify", files={"image": SAMPLES[0]}, timeout=60).status_code
+            ),
+            lambda: thttp.InferenceServerClient(host_port).infer(NAME, [bytes_input(thttp, SAMPLES[1:2])]),
+            lambda: tgrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}").infer(
+                NAME, [bytes_input(tgrpc, SAMPLES[2:3])]
+            ),
+        ]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda call: call(), calls))
+        after = scrape(running.url)
+    assert results[0] == 200
+    assert [r.as_numpy("probabilities").shape for r in results[1:]] == [(1, len(META.labels))] * 2
+    assert value(after, "vitserve_batch_size_count") - value(before, "vitserve_batch_size_count") == 1
+    assert value(after, "vitserve_batch_size_sum") - value(before, "vitserve_batch_size_sum") == 3
