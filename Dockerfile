@@ -63,12 +63,15 @@ ENV PATH=/opt/vitserve/bin:$PATH \
     LD_LIBRARY_PATH=/opt/vitserve/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/vitserve/lib/python3.11/site-packages/nvidia/cudnn/lib \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     VITSERVE_HOST=0.0.0.0 \
-    VITSERVE_PORT=3000
+    VITSERVE_PORT=3000 \
+    VITSERVE_GRPC_PORT=8001
 
 # Read-only and empty: nothing may rely on writing to the working directory.
 WORKDIR /srv/vitserve
 USER 10001:10001
 EXPOSE 3000
+# The Open Inference Protocol's gRPC service (VITSERVE_GRPC_PORT; 0 turns it off).
+EXPOSE 8001
 
 # For `docker run`; Kubernetes uses the probes in deploy/k8s instead. /readyz turns 200 only after the
 # model is loaded and warmed up, hence the start period. No curl in the image: Python's urllib.

@@ -21,7 +21,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_peers(group)
     register_score(group)
     register_flood(group)
+    register_v2(group)
     register_gpu(group)
+
+
+def register_v2(group: argparse._SubParsersAction) -> None:
+    parser = group.add_parser(
+        "v2",
+        help="/classify vs the Open Inference Protocol's REST and gRPC routes, on one server",
+        description="Needs wrk and h2load (apt-get install wrk nghttp2-client).",
+    )
+    parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per point")
+    parser.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each point")
+    parser.add_argument("--rounds", type=int, default=3, help="protocols in rotating order each round")
+    parser.set_defaults(func=run_v2)
+
+
+def run_v2(args: argparse.Namespace) -> int:
+    from vitserve.bench.model import cpu_model
+    from vitserve.bench.v2 import V2BenchConfig, markdown, run
+    from vitserve.bench.workloads import digits
+
+    workload = digits()
+    model_dir = args.model_dir or workload.model_dir
+    config = V2BenchConfig(tuple(args.concurrency), args.duration_s, args.warmup_s, args.rounds)
+    rates = run(model_dir, workload.image, workload.media_type, config)
+    print(
+        f"command: vitserve bench v2 {model_dir} --concurrency {' '.join(map(str, config.concurrencies))} "
+        f"--duration-s {config.duration_s:g} --warmup-s {config.warmup_s:g} --rounds {config.rounds}"
+    )
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at the end: {load}")
+    print(f"image: {workload.description}")
+    print()
+    print(markdown(rates, config))
+    return 0
 
 
 def register_flood(group: argparse._SubParsersAction) -> None:
@@ -202,6 +238,11 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         metavar="LABEL:VITSERVE_X=V[,...]",
         help="also measure vitserve with these settings, e.g. spin:VITSERVE_ORT_SPIN=always (repeatable)",
     )
+    parser.add_argument(
+        "--v2",
+        action="store_true",
+        help="also measure vitserve through the Open Inference Protocol's REST route (vitserve-v2)",
+    )
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -229,10 +270,11 @@ def _load_flags(config: BenchConfig) -> list[str]:
 
 
 def _variants(args: argparse.Namespace) -> tuple[list[ServerSpec], list[str]]:
-    from vitserve.bench.peers import vitserve_variant
+    from vitserve.bench.peers import VITSERVE_V2, vitserve_variant
 
     specs = [vitserve_variant(v) for v in args.vitserve_variant]
-    return specs, [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
+    flags = [f for v in args.vitserve_variant for f in ("--vitserve-variant", v)]
+    return ([VITSERVE_V2] if args.v2 else []) + specs, (["--v2"] if args.v2 else []) + flags
 
 
 def register_serve(group: argparse._SubParsersAction) -> None:

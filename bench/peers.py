@@ -5,6 +5,9 @@ thread budget), decodes with runtime/decode.py and answers the top 5 classes; th
 way their own documentation shows (max batch 32, a ~5 ms window where the batcher takes one):
 
   vitserve  `vitserve serve`, as shipped (greedy batching, no window)
+  vitserve-v2  the same server through the Open Inference Protocol's REST route (`--v2`): the image as
+            a BYTES tensor in Triton's binary tensor data extension, the top 5 as the classification
+            extension's strings in JSON
   naive     bench/naive_server.py: FastAPI + ORT, one image per request, no batching
   bentoml   bench/peer_bentoml.py: one BentoML service, gallery style (a batchable API)
   litserve  bench/peer_litserve.py: a LitAPI with LitServer's batching
@@ -63,6 +66,35 @@ def triton_binary(data: bytes, media_type: str) -> Upload:
     )
 
 
+def v2_binary(data: bytes, media_type: str) -> Upload:
+    """vitserve's v2 infer request for one encoded image, answered with the top 5 classes (as /classify)."""
+    tensor = struct.pack("<I", len(data)) + data
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"classification": 5, "binary_data": False}}],
+        }
+    ).encode()
+    return Upload(
+        header + tensor,
+        "application/octet-stream",
+        extra_headers=(("Inference-Header-Content-Length", str(len(header))),),
+    )
+
+
+def v2_infer_path(model_dir: Path) -> str:
+    from vitserve.runtime.artifact import read_metadata
+
+    return f"/v2/models/{read_metadata(model_dir / 'model.onnx').model_name}/infer"
+
+
 def _common_args(model_dir: Path, port: int, config: BenchConfig) -> list[str]:
     return [
         *("--model-dir", str(model_dir), "--port", str(port), "--threads", str(config.threads)),
@@ -90,6 +122,17 @@ VITSERVE = ServerSpec(
     ready_path="/readyz",
     classify_path="/classify",
     upload=multipart,
+)
+
+
+VITSERVE_V2 = ServerSpec(
+    name="vitserve-v2",
+    command=VITSERVE.command,
+    env=lambda model_dir, config: {**_vitserve_env(model_dir, config), "VITSERVE_GRPC_PORT": "0"},
+    ready_path="/v2/health/ready",
+    classify_path="/v2/models/{name}/infer",
+    model_path=v2_infer_path,
+    upload=v2_binary,
 )
 
 

@@ -57,6 +57,8 @@ class ServerSpec:
     classify_path: str
     upload: Callable[[bytes, str], Upload]  # (image bytes, media type) -> request body
     env: Callable[[Path, BenchConfig], dict[str, str]] = lambda model_dir, config: {}
+    # The path for a given model, where it names the model (v2's /v2/models/{name}/infer).
+    model_path: Callable[[Path], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Server(ServerProcess):
             name=f"bench-{spec.name}",
         )
         self.spec = spec
+        self.classify_path = spec.classify_path if spec.model_path is None else spec.model_path(model_dir)
 
 
 def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
@@ -110,7 +113,7 @@ def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
     headers = upload.headers
     for _ in range(n):
         response = httpx.post(
-            server.url + server.spec.classify_path, content=upload.body, headers=headers, timeout=60
+            server.url + server.classify_path, content=upload.body, headers=headers, timeout=60
         )
         if response.status_code != 200:
             raise RuntimeError(f"{server.spec.name} answered {response.status_code}: {response.text[:300]}")
@@ -119,7 +122,7 @@ def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
 def measure_point(
     server: Server, upload: Upload, concurrency: int, config: BenchConfig, think_ms: float | None = None
 ) -> Point:
-    url = server.url + server.spec.classify_path
+    url = server.url + server.classify_path
     run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
     wait_quiet(server.pid)  # the warm-up's abandoned requests, finished before anything is billed
     cpu_before = tree_cpu_s(server.pid)
@@ -368,6 +371,10 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
             if c in nv
         )
         lines.append(f"- vitserve / naive server CPU per image: {cpu}")
+    if ok.get("vitserve-v2"):
+        v2 = {p.concurrency: p for p in median_points(ok["vitserve-v2"])}
+        ratios = ", ".join(f"c={c} {v2[c].images_per_s / vs[c].images_per_s:.2f}x" for c in vs if c in v2)
+        lines.append(f"- vitserve-v2 (v2 REST, binary BYTES) / vitserve (/classify) img/s: {ratios}")
     peak = max(vs.values(), key=lambda p: p.images_per_s)
     # The bare session's best of batch 1 and the largest batch: on some CPUs a large batch is not faster.
     ceiling = max(report.model_only_b1, report.model_only_batch)

@@ -35,9 +35,12 @@ FULL = Answer(
 
 
 class AlwaysFull:
-    """A flow with no room, ever, and a request log that keeps nothing."""
+    """A direct endpoint with no room, ever, and a request log that keeps nothing."""
 
-    def refusal(self, requests_in_progress: int) -> Answer:
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        raise AssertionError("the door let a classify request through")
+
+    def refusal(self, path: str, requests_in_progress: int) -> Answer:
         return FULL
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
@@ -56,7 +59,7 @@ async def behind_the_door(scope: Any, receive: Any, send: Any) -> None:
 def serve(port: int) -> None:
     os.sched_setaffinity(0, {0})
     door = FrontDoor(timeout_s=60).in_front_of(behind_the_door)
-    door.open(frozenset({"/classify"}), AlwaysFull(), behind_the_door, AlwaysFull())
+    door.open(frozenset({"/classify"}), AlwaysFull(), AlwaysFull())
     uvicorn.run(door, host="127.0.0.1", port=port, log_level="warning", http="httptools", loop="uvloop")
 
 

@@ -27,6 +27,7 @@ from vitserve.service.model.gil import follow_the_model
 from vitserve.service.model.server import model_server_service
 from vitserve.service.observe.logs import enable_vitserve_logging, write_access_log_in_a_thread
 from vitserve.service.settings import Settings
+from vitserve.service.v2.paths import DoorPaths
 from vitserve.service.web.door import FrontDoor
 
 API_SERVICE_NAME = "vitserve"
@@ -54,6 +55,7 @@ class VitServe:
         model_server = bentoml.depends(model_server_service(SETTINGS, API_SERVICE_NAME))
 
     def __init__(self) -> None:
+        from vitserve.service.v2.http import Beside
         from vitserve.service.web.routes import DIRECT_PATHS, install_routes
         from vitserve.service.worker import build_worker
 
@@ -63,16 +65,23 @@ class VitServe:
         worker = build_worker(SETTINGS)
         follow_the_model(SETTINGS.gil_switch_us, worker.flow.model.info())
         self.flow = worker.flow
+        self.v2 = worker.v2
         install_routes(HTTP_APP, worker)
-        DOOR.open(DIRECT_PATHS, worker.flow, worker.endpoint, worker.log)
+        # The classify paths and every v2 infer path.
+        DOOR.open(DoorPaths(DIRECT_PATHS), Beside(worker.endpoint, worker.v2.endpoint), worker.log)
         self.shutdown = GracefulShutdown(
             "API worker", after_delay(SETTINGS.shutdown_delay_s), deadline_s=SETTINGS.shutdown_delay_s
         )
+        self.v2.ready_when(lambda: not self.shutdown.draining)
 
     def __is_ready__(self) -> bool:
         # The model was loaded and warmed up in __init__. After SIGTERM readiness fails while the
-        # worker still serves (bento/shutdown.py).
-        return not self.shutdown.draining
+        # worker still serves (bento/shutdown.py). The gRPC port must be listening too (unless off).
+        return self.v2.ready()
+
+    @bentoml.on_startup
+    async def _start_grpc(self) -> None:
+        await self.v2.start_grpc()  # on this worker's event loop, beside the HTTP routes
 
     @bentoml.on_startup
     def _install_shutdown(self) -> None:
@@ -83,7 +92,8 @@ class VitServe:
         freeze_startup_heap("API worker")  # __init__ has loaded the model and warmed its session
 
     @bentoml.on_shutdown
-    def _close(self) -> None:
+    async def _close(self) -> None:
+        await self.v2.stop_grpc()  # its calls in flight finish before the model closes
         self.flow.close()
 
 

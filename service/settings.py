@@ -39,6 +39,9 @@ class Settings(BaseModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    # The Open Inference Protocol's gRPC service listens here, in each API worker (Triton's default
+    # port); 0 turns it off. The v2 REST routes are always on `port`.
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     # Largest batch the batcher forms; on the CPU larger batches buy no throughput (docs/benchmarks.md).
     max_batch_size: Positive = 32
     # A deadline, not a batching window: images still queued after it get 503 deadline_exceeded. It
@@ -113,12 +116,14 @@ class Settings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _body_before_request(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.body_timeout_s >= self.request_timeout_s:
             raise ValueError(
                 f"{PREFIX}BODY_TIMEOUT_S ({self.body_timeout_s}) must be below "
                 f"{PREFIX}REQUEST_TIMEOUT_S ({self.request_timeout_s})"
             )
+        if self.grpc_port == self.port:
+            raise ValueError(f"{PREFIX}GRPC_PORT must differ from {PREFIX}PORT ({self.port})")
         return self
 
     def decode_pool_size(self, cpus: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits
@@ -19,7 +20,11 @@ from vitserve.service.flow.explain import Explainer, ExplainFlow
 from vitserve.service.observe.logs import RequestLog
 from vitserve.service.observe.metrics import ServiceMetrics
 from vitserve.service.settings import Settings
+from vitserve.service.v2.protocol import V2Protocol
 from vitserve.service.web.endpoints import ClassifyEndpoint
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,12 @@ class Worker:
     endpoint: ClassifyEndpoint  # POST /classify and /classify_batch, which the front door serves
     explain_flow: ExplainFlow
     log: RequestLog
+    v2: V2Protocol  # the Open Inference Protocol: REST infer (served by the front door too) and gRPC
+
+
+def worker_of(request: Request) -> Worker:
+    """The worker's objects, for a route: handed over through `app.state` (web/routes.py's install_routes)."""
+    return request.app.state.vitserve  # type: ignore[no-any-return]
 
 
 def load_model(settings: Settings, metrics: ServiceMetrics) -> Model:
@@ -71,4 +82,5 @@ def build_worker(settings: Settings) -> Worker:
         ClassifyEndpoint(flow, settings),
         explain_flow,
         RequestLog(metrics, log_access=settings.access_log),
+        V2Protocol(flow, settings),
     )

@@ -58,8 +58,12 @@ class ServerProcess(processes.ServerProcess):
     def __init__(
         self, env: dict[str, str] | None = None, model_dir: Path | None = None, log_path: Path | None = None
     ) -> None:
-        model = {"VITSERVE_MODEL_DIR": str(model_dir or DEFAULT_MODEL_DIR)}
-        super().__init__(env={**model, **(env or {})}, log_path=log_path)
+        # A free gRPC port unless told otherwise: servers of parallel test runs must not meet on 8001.
+        defaults = {
+            "VITSERVE_MODEL_DIR": str(model_dir or DEFAULT_MODEL_DIR),
+            "VITSERVE_GRPC_PORT": str(free_port()),
+        }
+        super().__init__(env={**defaults, **(env or {})}, log_path=log_path)
 
 
 @contextmanager

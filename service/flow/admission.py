@@ -8,6 +8,7 @@ refusal is counted once, where its answer is rendered (`Flow.error_answer`, `Flo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,24 +71,29 @@ class Flow:
         why = why or f"this worker is at its limit of {self.admission.limit} images in flight"
         return ApiError("overloaded", f"{why}; retry after the Retry-After seconds", self.retry_after_s)
 
-    def refusal(self, requests_in_progress: int) -> Answer | None:
+    def refusal(
+        self, requests_in_progress: int, render: Callable[[ApiError], Answer] = error_answer
+    ) -> Answer | None:
         """The front door's question, asked before a request's body is read; None lets it in.
 
         Every request carries at least one image, so requests in progress count against the image
         limit too; `admitted` then still bounds the images of the ones let in.
         """
-        if requests_in_progress < self.admission.limit and not self.admission.full():
-            return None
-        return self.error_answer(self.overloaded())
+        return None if self.has_room(requests_in_progress) else self.error_answer(self.overloaded(), render)
+
+    def has_room(self, requests_in_progress: int) -> bool:
+        """`refusal`'s test alone, for a protocol that answers a refusal its own way (gRPC)."""
+        return requests_in_progress < self.admission.limit and not self.admission.full()
 
     def admitted(self, images: int) -> Admitted:
         """`async with flow.admitted(n)`: places for n images while the block runs, or ApiError 429."""
         return Admitted(self, images)
 
-    def error_answer(self, exc: ApiError) -> Answer:
-        """A refused request's answer, counted in vitserve_requests_rejected."""
+    def error_answer(self, exc: ApiError, render: Callable[[ApiError], Answer] = error_answer) -> Answer:
+        """A refused request's answer (vitserve's body, or `render`'s for another protocol), counted in
+        vitserve_requests_rejected."""
         self.metrics.rejected(exc.reason)
-        return error_answer(exc)
+        return render(exc)
 
     def item_error(self, exc: ApiError) -> dict[str, str]:
         """One refused image's entry inside a request that is answered 200 (`/classify_batch`), counted."""

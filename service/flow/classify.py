@@ -58,10 +58,11 @@ class Model(Protocol):
 
 @dataclass(frozen=True)
 class ItemResult:
-    """The outcome for one image of a request: a prediction or the error that image got."""
+    """The outcome for one image of a request: a prediction (and its probabilities row) or its error."""
 
     prediction: Prediction | None = None
     error: ApiError | None = None
+    probabilities: np.ndarray | None = None  # (num_classes,) float64, for protocols that answer them all
 
 
 class ClassifyFlow(Flow):
@@ -91,18 +92,30 @@ class ClassifyFlow(Flow):
         async with self.admitted(len(images)):
             return await self._classify(images, top_k)
 
+    async def classify_pixels(self, pixels: np.ndarray, top_k: int) -> list[ItemResult]:
+        """(N, H, W, 3) uint8 pixels already at the model's input size: admitted and batched as decoded
+        images are, with no decoding."""
+        async with self.admitted(len(pixels)):
+            return await self._predict(pixels, top_k)
+
     async def _classify(self, images: tuple[bytes, ...], top_k: int) -> list[ItemResult]:
         decoded = await self._decode_all(images)
         results = [ItemResult(error=d) if isinstance(d, ApiError) else ItemResult() for d in decoded]
         good = [(i, d) for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         if good:
             pixels = good[0][1][None] if len(good) == 1 else np.stack([d for _, d in good])
-            probs = await self._infer(pixels)
-            predictions = ranked_predictions(probs, self.metadata.labels, top_k)
-            for (i, _), prediction in zip(good, predictions, strict=True):
-                results[i] = ItemResult(prediction=prediction)
-                self.metrics.classified(prediction.label)
+            for (i, _), result in zip(good, await self._predict(pixels, top_k), strict=True):
+                results[i] = result
         return results
+
+    async def _predict(self, pixels: np.ndarray, top_k: int) -> list[ItemResult]:
+        probs = await self._infer(pixels)
+        predictions = ranked_predictions(probs, self.metadata.labels, top_k)
+        for prediction in predictions:
+            self.metrics.classified(prediction.label)
+        return [
+            ItemResult(prediction=p, probabilities=row) for p, row in zip(predictions, probs, strict=True)
+        ]
 
     async def _decode_all(self, images: tuple[bytes, ...]) -> list[np.ndarray | ApiError]:
         """Small images decoded right here on the event loop, the others in the pool, all at once."""

@@ -13,6 +13,7 @@ from logging.handlers import QueueHandler, QueueListener
 from typing import TYPE_CHECKING, Any
 
 from vitserve.service.flow.errors import OVERLOADED
+from vitserve.service.v2.paths import route_label
 
 if TYPE_CHECKING:
     from vitserve.service.observe.metrics import ServiceMetrics
@@ -94,7 +95,7 @@ class RequestLog:
         self.shed_unlogged = 0
 
     def request_done(self, scope: MutableMapping[str, Any], status: int, seconds: float) -> None:
-        self.metrics.request_done(scope["path"], status, seconds)
+        self.metrics.request_done(route_label(scope["path"]), status, seconds)
         if not (self.log_access and access_log.isEnabledFor(logging.INFO)):
             return
         if status == OVERLOADED:

@@ -5,7 +5,7 @@ OpenTelemetry tracing, access log, request timeout), and a service's mounted app
 Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md
 has the profile). So the door takes POSTs to the classify paths itself:
 
-- no room (the flow's `refusal` says so): answered 429 + Retry-After, body unread, after
+- no room (`direct.refusal`, which asks the flow, says so): answered 429 + Retry-After, body unread, after
   `shed_delay_s`: a connection that resends at once then costs one refusal per delay, not one per
   loop turn, and the loop stays with the admitted requests;
 - room: handed straight to `direct` (service/web/endpoints.py, a plain ASGI app), under the same
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Container, MutableMapping
 from typing import Any, Protocol
 
 from vitserve.service.flow.errors import OVERLOADED, Answer
@@ -36,10 +36,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class Admits(Protocol):
-    """The door's question to the flow (service/flow/admission.py's `Flow.refusal`)."""
+class Endpoint(Protocol):
+    """What the door serves directly: an ASGI app that also answers the door's question for its paths,
+    by asking its flow (service/flow/admission.py's `Flow.refusal`) and rendering in its protocol."""
 
-    def refusal(self, requests_in_progress: int) -> Answer | None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    def refusal(self, path: str, requests_in_progress: int) -> Answer | None:
         """None lets the request in; else the refusal's answer, already counted."""
         ...
 
@@ -53,17 +56,16 @@ class Records(Protocol):
 class FrontDoor:
     """ASGI app: POSTs to `paths` are refused or served by `direct`; everything else goes `behind`.
 
-    Until `open` hands it the paths, the flow, `direct` and the request log (the service instance
-    exists), everything goes behind.
+    Until `open` hands it the paths, `direct` and the request log (the service instance exists),
+    everything goes behind.
     """
 
     def __init__(self, timeout_s: float, shed_delay_s: float = 0.0) -> None:
-        self.direct: ASGIApp | None = None
-        self.paths: frozenset[str] = frozenset()
+        self.direct: Endpoint | None = None
+        self.paths: Container[str] = frozenset()
         self.timeout_s = timeout_s
         self.shed_delay_s = shed_delay_s
         self.behind: ASGIApp | None = None
-        self.flow: Admits | None = None
         self.log: Records | None = None
         self.in_progress = 0  # let in, answer not out, body not pending; touched from the event loop only
 
@@ -71,18 +73,16 @@ class FrontDoor:
         self.behind = behind
         return self
 
-    def open(self, paths: frozenset[str], flow: Admits, direct: ASGIApp, log: Records) -> None:
+    def open(self, paths: Container[str], direct: Endpoint, log: Records) -> None:
         self.paths = paths
-        self.direct = direct
         self.log = log
-        self.flow = flow
+        self.direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        flow, direct, log = self.flow, self.direct, self.log
+        direct, log = self.direct, self.log
         assert self.behind is not None, "FrontDoor.in_front_of was never called"
         if (
-            flow is None
-            or direct is None
+            direct is None
             or log is None
             or scope["type"] != "http"
             or scope["method"] != "POST"
@@ -91,7 +91,7 @@ class FrontDoor:
             await self.behind(scope, receive, send)
             return
         started = time.perf_counter()
-        refusal = flow.refusal(self.in_progress)
+        refusal = direct.refusal(scope["path"], self.in_progress)
         if refusal is not None:
             # The request body is never read: uvicorn discards what arrives of it and keeps the connection.
             await self._hold(refusal.status)

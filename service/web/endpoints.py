@@ -41,6 +41,9 @@ class ClassifyEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_answer(send, await self.answer(scope["path"], RequestParts.from_asgi(scope, receive)))
 
+    def refusal(self, path: str, requests_in_progress: int) -> Answer | None:
+        return self.flow.refusal(requests_in_progress)
+
     async def answer(self, path: str, request: RequestParts) -> Answer:
         many = path == "/classify_batch"
         settings, flow = self.settings, self.flow

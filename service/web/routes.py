@@ -30,6 +30,7 @@ from vitserve.runtime.decode import MEDIA_TYPES
 from vitserve.runtime.rollout import HEAD_FUSIONS
 from vitserve.service.flow.errors import Answer, ApiError
 from vitserve.service.flow.explain import FORMATS, ExplainOptions, explanation_body
+from vitserve.service.v2.routes import router as v2_router
 from vitserve.service.web.openapi import (
     EXPLAIN_PARAMS,
     IMAGE_ERRORS,
@@ -42,7 +43,7 @@ from vitserve.service.web.openapi import (
     image_request_body,
 )
 from vitserve.service.web.parsing import RequestParts, parse_image_request, refuse_unknown_query
-from vitserve.service.worker import Worker
+from vitserve.service.worker import Worker, worker_of
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ DIRECT_ROUTES = (
     ),
 )
 DIRECT_PATHS = frozenset(r.path for r in DIRECT_ROUTES)
-
-
-def worker_of(request: Request) -> Worker:
-    return request.app.state.vitserve  # type: ignore[no-any-return]
 
 
 def response_of(answer: Answer) -> Response:
@@ -223,4 +220,5 @@ async def demo_page() -> HTMLResponse:
 def install_routes(app: FastAPI, worker: Worker) -> None:
     """Give the mounted app its routes and hand them the worker's objects (at start-up)."""
     app.include_router(router)
+    app.include_router(v2_router)  # the Open Inference Protocol's REST routes (service/v2/routes.py)
     app.state.vitserve = worker

@@ -15,12 +15,12 @@ from vitserve.cli import main
 
 
 def test_bench_serve_measures_and_reports_every_server_and_point(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "serve", str(DEFAULT_MODEL_DIR), "--concurrency", "1", "4", "--rounds", "1"]
+    argv = ["bench", "serve", str(DEFAULT_MODEL_DIR), "--concurrency", "1", "4", "--rounds", "1", "--v2"]
     assert main([*argv, "--duration-s", "1", "--warmup-s", "1", "--no-half-load"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("command: vitserve bench serve")
     tables = out.split("img/s, median over rounds")[1]
-    for name in ("vitserve", "naive"):
+    for name in ("vitserve", "vitserve-v2", "naive"):
         rows = [line for line in tables.splitlines() if line.startswith(f"| {name} |")]
         assert len(rows) == 3, f"{name}: expected img/s, latency and CPU rows, got {rows}"
         img_s, latency, cpu = rows
@@ -29,6 +29,7 @@ def test_bench_serve_measures_and_reports_every_server_and_point(capsys: pytest.
         assert cpu.rstrip(" |").endswith("| 0")  # no failed requests
     assert "load generator (wrk) CPU per request" in out
     assert "vitserve / naive img/s: c=1 " in out and "vitserve / naive server CPU per image: c=1 " in out
+    assert "vitserve-v2 (v2 REST, binary BYTES) / vitserve (/classify) img/s: c=1 " in out
     assert "vitserve RSS at rest" in out
     assert "not measured" not in out
 

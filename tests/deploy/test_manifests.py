@@ -42,7 +42,9 @@ KUBERNETES_VERSIONS = ("1.30.0", kv.latest_version())
 CRD_FILES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
 }
+KSERVE = sorted((K8S / "kserve").glob("*.yaml"))
 AUTOSCALER_KINDS = ("ScaledObject", "HorizontalPodAutoscaler")
 # Time for an endpoint removal to reach kube-proxies and ingresses, and for BentoML to stop after
 # SIGTERM (2.7-2.8 s draining 32 clients' requests, docs/reliability.md; 1 s idle in the container
@@ -358,6 +360,7 @@ def test_dockerfile_runs_as_the_user_the_manifests_expect() -> None:
     assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user.groups()
     assert re.search(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)
     assert re.search(r"^EXPOSE 3000$", dockerfile, re.MULTILINE)
+    assert re.search(rf"^EXPOSE {Settings().grpc_port}$", dockerfile, re.MULTILINE)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "deploy").glob("*.sh")))
@@ -395,3 +398,72 @@ def test_image_requirements_satisfy_pyproject(variant: str) -> None:
             f"the image pins {requirement.name}=={pinned}, pyproject wants {requirement.specifier}: "
             "run make lock"
         )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_grpc_port_is_served_and_exposed(overlay: str) -> None:
+    objects = render_overlay(overlay)
+    settings = configured_settings(objects)
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert settings.grpc_port != 0 and ports["grpc"] == settings.grpc_port
+    service_ports = {p["name"]: p for p in only(objects, "Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc" and service_ports["grpc"]["appProtocol"] == "grpc"
+
+
+def kserve_objects() -> list[dict[str, Any]]:
+    objects = [yaml.safe_load(path.read_text()) for path in KSERVE]
+    assert [obj["kind"] for obj in objects] == ["InferenceService"] * 2, "a CPU and a GPU InferenceService"
+    return objects
+
+
+@pytest.mark.parametrize("path", KSERVE, ids=lambda p: p.name)
+def test_kserve_inference_service_validates(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text())
+    validate(obj, kv.latest_version())
+    misspelt = yaml.safe_load(path.read_text())
+    misspelt["spec"]["predictor"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(misspelt, kv.latest_version())
+
+
+@pytest.mark.parametrize("path", KSERVE, ids=lambda p: p.name)
+def test_kserve_predictor_serves_v2_on_both_ports(path: Path) -> None:
+    predictor = yaml.safe_load(path.read_text())["spec"]["predictor"]
+    (c,) = predictor["containers"]
+    assert c["name"] == "kserve-container"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    settings = Settings.from_env({**env, PREFIX + "MODEL_DIR": str(REPO)})
+    # KServe routes REST to the first port and gRPC to the one named h2c.
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [
+        ("http1", settings.port),
+        ("h2c", settings.grpc_port),
+    ]
+    assert settings.host == "0.0.0.0"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/v2/health/ready", "port": settings.port}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": settings.port}
+    assert_restricted(predictor, c)
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert predictor["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_S
+
+
+def test_kserve_gpu_variant_requests_a_gpu_and_runs_the_gpu_image() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    by_device = {}
+    for obj in kserve_objects():
+        (c,) = obj["spec"]["predictor"]["containers"]
+        by_device[{e["name"]: e["value"] for e in c["env"]}["VITSERVE_DEVICE"]] = (obj, c)
+    gpu, gpu_container = by_device["cuda"]
+    assert str(gpu_container["resources"]["limits"]["nvidia.com/gpu"]) == "1"
+    assert gpu_container["image"].rsplit(":", 1)[1] == version
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["spec"][
+        "predictor"
+    ]["tolerations"]
+    _, cpu_container = by_device["cpu"]
+    assert "nvidia.com/gpu" not in {
+        **cpu_container["resources"]["requests"],
+        **cpu_container["resources"]["limits"],
+    }
+    assert cpu_container["image"].rsplit(":", 1)[1] == version + "-cpu"

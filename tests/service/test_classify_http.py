@@ -25,6 +25,7 @@ from vitserve.service.flow.explain import Explainer, ExplainFlow
 from vitserve.service.model.local import LocalModel
 from vitserve.service.observe.logs import RequestLog
 from vitserve.service.observe.metrics import ServiceMetrics
+from vitserve.service.v2.protocol import V2Protocol
 from vitserve.service.web.endpoints import ClassifyEndpoint
 from vitserve.service.web.routes import install_routes
 from vitserve.service.worker import Worker
@@ -85,7 +86,8 @@ def served(model: LocalModel, metrics: ServiceMetrics) -> tuple[ClassifyEndpoint
     endpoint = ClassifyEndpoint(flow, SETTINGS)
     explainer = Explainer(SETTINGS.model_dir, model.metadata, threads=1, max_waiting=8)
     explain_flow = ExplainFlow(explainer, flow.admission, metrics, flow.limits, retry_after_s=3)
-    worker = Worker(SETTINGS, flow, endpoint, explain_flow, RequestLog(metrics, log_access=False))
+    log = RequestLog(metrics, log_access=False)
+    worker = Worker(SETTINGS, flow, endpoint, explain_flow, log, V2Protocol(flow, SETTINGS))
     app = FastAPI()
     install_routes(app, worker)
     return endpoint, app

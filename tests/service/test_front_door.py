@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -24,13 +25,18 @@ GUARDED = frozenset({"/classify"})
 
 
 class Keeper:
-    """The flow and the request log in one: refuses when `refuse(in_progress)` says so; records."""
+    """The direct endpoint around `app` and the request log in one: refuses when `refuse(in_progress)`
+    says so; records what it is told."""
 
     def __init__(self, refuse: Callable[[int], Answer | None] = lambda n: None) -> None:
         self.refuse = refuse
+        self.app: Any = None
         self.done: list[tuple[str, int]] = []
 
-    def refusal(self, requests_in_progress: int) -> Answer | None:
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def refusal(self, path: str, requests_in_progress: int) -> Answer | None:
         return self.refuse(requests_in_progress)
 
     def request_done(self, scope: Scope, status: int, seconds: float) -> None:
@@ -43,7 +49,8 @@ def door_around(
 ) -> FrontDoor:
     door = FrontDoor(timeout_s).in_front_of(behind or direct)  # type: ignore[arg-type]
     if keeper is not None:
-        door.open(GUARDED, keeper, direct, keeper)  # type: ignore[arg-type]
+        keeper.app = direct
+        door.open(GUARDED, keeper, keeper)
     return door
 
 
@@ -104,7 +111,7 @@ def test_room_means_served_directly_and_recorded() -> None:
 def test_before_the_service_exists_everything_goes_behind() -> None:
     seen: list[str] = []
     door = make_app(True, seen)
-    door.flow = None  # as between BentoML building the app and the service instance opening the door
+    door.direct = None  # as between BentoML building the app and the service instance opening the door
     assert call(door, "POST", "/classify").json() == {"served": "behind"}
 
 

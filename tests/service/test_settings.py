@@ -101,3 +101,12 @@ def test_empty_variables_are_unset_and_settings_are_frozen() -> None:
     assert settings.port == 3000 and settings.access_log is False
     with pytest.raises(ValueError, match="frozen"):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_the_grpc_port_defaults_to_tritons_and_0_turns_it_off() -> None:
+    assert Settings.from_env({}).grpc_port == 8001
+    assert Settings.from_env({"VITSERVE_GRPC_PORT": "0"}).grpc_port == 0
+    with pytest.raises(SettingsError, match="VITSERVE_GRPC_PORT must be <= 65535, got 70000"):
+        Settings.from_env({"VITSERVE_GRPC_PORT": "70000"})
+    with pytest.raises(SettingsError, match="VITSERVE_GRPC_PORT must differ from VITSERVE_PORT"):
+        Settings.from_env({"VITSERVE_GRPC_PORT": "3000"})
