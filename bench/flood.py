@@ -14,7 +14,6 @@ the refusals' p99 are what a client among the flood sees.
 from __future__ import annotations
 
 import http.client
-import re
 import statistics
 import threading
 import time
@@ -22,14 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from vitserve.bench.processes import ServerProcess, running, tree_cpu_s, wait_quiet
 from vitserve.bench.wrk import Upload, run_wrk
+from vitserve.harness.metrics import counter_by_label, fetch
 
 # Longer than the shed delay a refusal is held for (service/settings.py's default 1 s).
 HELD_REFUSALS_S = 1.5
-SERIES = re.compile(r"^vitserve_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -59,12 +56,7 @@ class FloodPoint:
 
 def answer_counts(url: str, route: str) -> dict[str, float]:
     """The server's answers so far on `route`, by status code."""
-    counts: dict[str, float] = {}
-    for match in SERIES.finditer(httpx.get(f"{url}/metrics", timeout=30).text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("route") == route:
-            counts[labels["code"]] = counts.get(labels["code"], 0.0) + float(match["value"])
-    return counts
+    return counter_by_label(fetch(url, timeout_s=30), "vitserve_requests_total", "code", route=route)
 
 
 class Probe(threading.Thread):

@@ -31,11 +31,11 @@ import httpx
 
 from loadtests import measurement as files
 from loadtests.report import COMMAND, RAMP, SWEEP_OFF, SWEEP_ON, write_report
-from loadtests.scrape import ScrapeError, fetch
 from loadtests.slo import Slo, SloError
 from loadtests.stats import Schedule, StatsError, parse_users
-from tests.support import running_server
 from vitserve.bench.processes import wait_ready
+from vitserve.harness.metrics import ScrapeError, fetch
+from vitserve.harness.servers import running_server
 
 log = logging.getLogger("loadtest")
 

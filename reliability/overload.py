@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.reliability.overload import run_overload
-from tests.support import SAMPLES_DIR, running_server
+from vitserve.harness.overload import run_overload
+from vitserve.harness.servers import SAMPLES_DIR, running_server
 
 
 def main() -> int:

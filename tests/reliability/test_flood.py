@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 from urllib.parse import urlsplit
 
-from tests.metrics import metric
 from tests.support import SAMPLES_DIR, running_server
+from vitserve.harness.metrics import metric
 
 SHED_DELAY_S = 0.5
 HAMMERS, REQUESTS_EACH = 24, 5

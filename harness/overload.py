@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import uvloop
 
-from tests.reliability.load import LoadResult, closed_loop, open_loop
-from tests.reliability.procs import RssSampler
 from vitserve.bench.processes import tree_cpu_s, tree_rss_mib
+from vitserve.harness.load import LoadResult, closed_loop, open_loop
+from vitserve.harness.procs import RssSampler
 
 SHED = (429, 503)
 WARM_UP_S = 3.0  # closed-loop seconds before capacity is measured, and again before recovery is
