@@ -9,9 +9,9 @@ and quoted in docs/reliability.md, not asserted.
 
 from __future__ import annotations
 
+from tests.reliability.overload import run_overload
 from tests.support import SAMPLES_DIR, running_server
 from vitserve.harness.metrics import scrape
-from vitserve.harness.overload import run_overload
 
 MAX_IN_FLIGHT = 16
 

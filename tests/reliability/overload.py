@@ -1,6 +1,7 @@
 """The overload experiment: measure capacity, offer a multiple of it open-loop, then check recovery.
 
-Shared by tests/reliability/test_overload.py (seconds) and reliability/overload.py (a minute).
+The Python generator of tests/reliability/test_overload.py (seconds). The overload benchmark
+(reliability/overload.py, `vitserve bench flood`) floods from h2load instead: bench/flood.py.
 """
 
 from __future__ import annotations
