@@ -1,4 +1,5 @@
-"""Overload, briefly: 5x the measured capacity for 10 s. reliability/overload.py runs the full minute.
+"""Overload, briefly: 5x the measured capacity for 10 s from a Python generator. reliability/overload.py
+(h2load, bench/flood.py) measures floods and open loop at 2x-10x with the server's and its own CPU.
 
 Asserted here is what must hold on any machine: nothing accepted fails, every shed request is told when
 to retry, memory stays bounded, and once the flood is over the server answers everything at its bound
