@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def register_flood(group: argparse._SubParsersAction) -> None:
     parser = group.add_parser(
         "flood",
-        help="overload: served and shed per second while wrk connections resend at once",
-        description="The first connection count is the capacity point; the rest flood the server.",
+        help="overload: served and shed per second under h2load floods, closed loop and paced open loop",
+        description="The first connection count is the capacity point; the rest flood the server, then "
+        "open loop paced at each --factors x capacity.",
     )
     parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
     parser.add_argument(
