@@ -63,11 +63,18 @@ def run_v2(args: argparse.Namespace) -> int:
 def register_flood(group: argparse._SubParsersAction) -> None:
     parser = group.add_parser(
         "flood",
-        help="overload: served and shed per second while wrk connections resend at once",
-        description="The first connection count is the capacity point; the rest flood the server.",
+        help="overload: served and shed per second under h2load floods, closed loop and paced open loop",
+        description="The first connection count is the capacity point; the rest flood the server, then "
+        "open loop paced at each --factors x capacity.",
     )
     parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
-    parser.add_argument("--connections", type=int, nargs="+", default=[16, 256, 1024])
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[16, 256, 1024], help="closed loop; the first: capacity"
+    )
+    parser.add_argument(
+        "--factors", type=float, nargs="*", default=[2.0, 5.0, 10.0], help="paced at these x capacity"
+    )
+    parser.add_argument("--max-connections", type=int, default=4096, help="the most a paced point opens")
     parser.add_argument("--duration-s", type=float, default=8.0)
     parser.add_argument("--max-in-flight", type=int, default=16)
     parser.add_argument("--route", choices=["/classify", "/classify_batch"], default="/classify")
@@ -90,6 +97,8 @@ def run_flood_command(args: argparse.Namespace) -> int:
     images = args.images if args.route == "/classify_batch" else 1
     config = FloodConfig(
         connections=tuple(args.connections),
+        factors=tuple(args.factors),
+        max_connections=args.max_connections,
         duration_s=args.duration_s,
         max_in_flight=args.max_in_flight,
         route=args.route,
@@ -97,14 +106,15 @@ def run_flood_command(args: argparse.Namespace) -> int:
         env=settings,
     )
     upload = flood_upload(workload.image, workload.media_type, args.route, images)
-    points = run_flood(model_dir, upload, config)
+    run = run_flood(model_dir, upload, config)
     print(
         f"command: vitserve bench flood {model_dir} --connections {' '.join(map(str, config.connections))} "
+        f"--factors {' '.join(f'{f:g}' for f in config.factors)} --max-connections {config.max_connections} "
         f"--duration-s {config.duration_s:g} --max-in-flight {config.max_in_flight} --route {config.route}"
         + (f" --images {images}" if args.route == "/classify_batch" else "")
         + "".join(f" --set {k}={v}" for k, v in settings)
     )
-    print(markdown(points, config))
+    print(markdown(run, config))
     return 0
 
 

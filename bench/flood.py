@@ -1,140 +1,145 @@
 """Overload: what a server still serves while a flood of clients resends at once, measured from outside.
 
-wrk (C, a few tens of µs of CPU per request) holds N connections that each send their next request as
-soon as the last is answered, the way a client fleet ignoring Retry-After or a proxy retrying 429s
-does. The first point, at the admission bound's own connection count, is the capacity; each flood point
-reports what was served and shed per second (the server's own vitserve_requests_total), served as a
-share of the capacity, the server's and wrk's CPU, and socket errors. A probe (one Python keep-alive
-connection, closed loop, beside wrk) times its own requests by answer: the admitted ones' p50/p99 and
-the refusals' p99 are what a client among the flood sees.
+The one flood engine of `vitserve bench flood` and `python -m reliability.overload`. h2load (C, a few
+µs of CPU per request; bench/h2load.py) floods in two ways:
 
-    vitserve bench flood [MODEL_DIR] [--connections 16 256 1024] [--route /classify]
+- closed loop at fixed connection counts: each connection sends its next request as soon as the last
+  is answered, the way a client fleet ignoring Retry-After or a proxy retrying 429s does. The first
+  count, the admission bound's own, is the capacity point;
+- open loop, paced at multiples of that capacity (2x, 5x, 10x): requests go out at the rate asked for
+  whatever the answers say, as far as the connections allow (bench/h2load.py says why; the rate
+  reached is reported beside the rate asked for).
+
+Each point reports what was served and shed per second (the server's own vitserve_requests_total),
+served as a share of the capacity, the latencies of admitted and refused requests (every request's,
+from h2load's log), errors, and the server's and h2load's CPU side by side.
+
+    vitserve bench flood [MODEL_DIR] [--connections 16 256 1024] [--factors 2 5 10] [--route /classify]
 """
 
 from __future__ import annotations
 
-import http.client
-import re
+import dataclasses
+import math
 import statistics
-import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from vitserve.bench.h2load import H2loadResult, percentile, run_h2load
+from vitserve.bench.processes import ServerProcess, running, tree_cpu_s, tree_rss_mib, wait_quiet
+from vitserve.bench.wrk import Upload
+from vitserve.harness.metrics import counter_by_label, fetch
+from vitserve.harness.procs import RssSampler
+from vitserve.harness.uploads import multipart
 
-from vitserve.bench.processes import ServerProcess, running, tree_cpu_s, wait_quiet
-from vitserve.bench.wrk import Upload, run_wrk
-
-# Longer than the shed delay a refusal is held for (service/settings.py's default 1 s).
-HELD_REFUSALS_S = 1.5
-SERIES = re.compile(r"^vitserve_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+DEFAULT_SHED_DELAY_S = 1.0  # service settings' shed_delay_ms default: how long a refusal is held
+WARM_UP_S = 2.0  # closed loop at capacity first: the batching cost model's first seconds
 
 
 @dataclass(frozen=True)
 class FloodConfig:
-    connections: tuple[int, ...] = (16, 256, 1024)  # the first is the capacity point
+    connections: tuple[int, ...] = (16, 256, 1024)  # closed loop; the first is the capacity point
+    factors: tuple[float, ...] = (2.0, 5.0, 10.0)  # open loop, paced at these multiples of capacity
     duration_s: float = 8.0
     max_in_flight: int = 16  # VITSERVE_MAX_IN_FLIGHT: the capacity point's connections fill it
     route: str = "/classify"
     images_per_request: int = 1  # /classify_batch: images in each request
     env: tuple[tuple[str, str], ...] = ()  # further VITSERVE_* settings
+    max_connections: int = 4096  # the most a paced point opens
+    recovery: bool = False  # measure the capacity point again after the floods
+
+    @property
+    def shed_delay_s(self) -> float:
+        held = dict(self.env).get("VITSERVE_SHED_DELAY_MS")
+        return int(held) / 1000 if held is not None else DEFAULT_SHED_DELAY_S
 
 
 @dataclass(frozen=True)
 class FloodPoint:
+    load: str  # "16 connections" or "5x capacity, paced"
     connections: int
-    offered_per_s: float  # requests wrk completed per second, whatever their answer
+    asked_per_s: float | None  # the paced rate asked for; None in closed loop
+    sent_per_s: float  # requests h2load sent per second, whatever became of them
     served_per_s: float  # 200s, from the server's counters
     shed_per_s: float  # 429s
     other: dict[str, float]  # any other status: count
-    socket_errors: int
+    errors: int  # requests with no answer: reset, refused or timed out
+    unanswered: int  # still in flight when the flood stopped (held refusals, mostly)
     server_cores: float
     generator_cores: float
-    admitted_ms: tuple[float, float] | None  # the probe's 200s: p50, p99
-    refused_p99_ms: float | None  # the probe's 429s
-    probe_answers: int
+    admitted_ms: tuple[float, float] | None  # h2load's 200s: p50, p99
+    refused_p99_ms: float | None  # h2load's 429s
+
+
+@dataclass
+class FloodRun:
+    points: list[FloodPoint]
+    recovered: FloodPoint | None = None
+    rss_before_mib: float = 0.0
+    rss_peak_mib: float = 0.0
+    rss_after_mib: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> FloodPoint:
+        return self.points[0]
 
 
 def answer_counts(url: str, route: str) -> dict[str, float]:
     """The server's answers so far on `route`, by status code."""
-    counts: dict[str, float] = {}
-    for match in SERIES.finditer(httpx.get(f"{url}/metrics", timeout=30).text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("route") == route:
-            counts[labels["code"]] = counts.get(labels["code"], 0.0) + float(match["value"])
-    return counts
+    return counter_by_label(fetch(url, timeout_s=30), "vitserve_requests_total", "code", route=route)
 
 
-class Probe(threading.Thread):
-    """One keep-alive connection sending the flood's own request, closed loop, timing each answer."""
-
-    def __init__(self, port: int, route: str, upload: Upload) -> None:
-        super().__init__(daemon=True)
-        self.port, self.route, self.upload = port, route, upload
-        self.stop = threading.Event()
-        self.times: dict[int, list[float]] = {}
-
-    def run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        while not self.stop.is_set():
-            started = time.perf_counter()
-            connection.request("POST", self.route, self.upload.body, self.upload.headers)
-            response = connection.getresponse()
-            response.read()
-            self.times.setdefault(response.status, []).append(1000 * (time.perf_counter() - started))
-        connection.close()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def measure(server: ServerProcess, upload: Upload, connections: int, config: FloodConfig) -> FloodPoint:
+def measure(
+    server: ServerProcess, upload: Upload, config: FloodConfig, connections: int, asked: float | None = None
+) -> FloodPoint:
     wait_quiet(server.pid)
     before, cpu_before = answer_counts(server.url, config.route), tree_cpu_s(server.pid)
-    probe = Probe(server.port, config.route, upload)
-    probe.start()
-    result = run_wrk(server.url + config.route, upload, connections, config.duration_s, timeout_s=5)
-    probe.stop.set()
-    probe.join()
+    rate = None if asked is None else asked / connections
+    result: H2loadResult = run_h2load(server.url + config.route, upload, connections, config.duration_s, rate)
     cpu_s = tree_cpu_s(server.pid) - cpu_before
-    time.sleep(HELD_REFUSALS_S)  # refusals still held when wrk stopped are answered, and counted
+    time.sleep(config.shed_delay_s + 0.5)  # refusals still held when h2load stopped are answered, counted
     wait_quiet(server.pid)
     after = answer_counts(server.url, config.route)
     delta = {code: after[code] - before.get(code, 0.0) for code in after}
-    admitted, refused = probe.times.get(200, []), probe.times.get(429, [])
+    admitted, refused = result.latencies_ms(200), result.latencies_ms(429)
     return FloodPoint(
+        load=f"{connections} connections",
         connections=connections,
-        offered_per_s=result.requests / result.duration_s,
+        asked_per_s=asked,
+        sent_per_s=result.started / result.duration_s,
         served_per_s=delta.pop("200", 0.0) / result.duration_s,
         shed_per_s=delta.pop("429", 0.0) / result.duration_s,
         other={code: n for code, n in delta.items() if n},
-        socket_errors=result.socket_errors,
+        errors=result.errors,
+        unanswered=result.started - result.done,
         server_cores=cpu_s / result.duration_s,
         generator_cores=result.generator_cpu_s / result.duration_s,
         admitted_ms=(statistics.median(admitted), percentile(admitted, 0.99)) if admitted else None,
         refused_p99_ms=percentile(refused, 0.99) if refused else None,
-        probe_answers=sum(len(v) for v in probe.times.values()),
     )
+
+
+def paced(
+    server: ServerProcess, upload: Upload, config: FloodConfig, capacity: FloodPoint, factor: float
+) -> FloodPoint:
+    """Open loop at `factor` x capacity, over enough connections for each to wait out a held refusal."""
+    asked = factor * capacity.served_per_s
+    admitted_s = capacity.admitted_ms[1] / 1000 if capacity.admitted_ms else 0.0
+    # A connection sends again only once answered: at a refusal's hold plus an admission's p99 each,
+    # with a fifth to spare, this many connections carry the rate.
+    needed = math.ceil(1.2 * asked * (config.shed_delay_s + admitted_s))
+    connections = max(1, min(config.max_connections, needed))
+    point = measure(server, upload, config, connections, asked)
+    return dataclasses.replace(point, load=f"{factor:g}x capacity, paced")
 
 
 def flood_upload(image: bytes, media_type: str, route: str, images: int) -> Upload:
     """/classify: the raw image as the body; /classify_batch: `images` copies as multipart parts."""
     if route == "/classify":
         return Upload(image, media_type)
-    boundary = "vitserve-flood"
-    part = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="i"\r\n'
-            f"Content-Type: {media_type}\r\n\r\n"
-        ).encode()
-        + image
-        + b"\r\n"
-    )
-    return Upload(part * images + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}")
+    return Upload(*multipart([("images", f"{i}", image, media_type) for i in range(images)]))
 
 
 def flood_server(model_dir: Path, config: FloodConfig) -> ServerProcess:
@@ -142,28 +147,45 @@ def flood_server(model_dir: Path, config: FloodConfig) -> ServerProcess:
     return ServerProcess(env={**env, **dict(config.env)}, name="flood")
 
 
-def run_flood(model_dir: Path, upload: Upload, config: FloodConfig) -> list[FloodPoint]:
+def run_flood(model_dir: Path, upload: Upload, config: FloodConfig) -> FloodRun:
     with running(flood_server(model_dir, config)) as server:
-        run_wrk(server.url + config.route, upload, config.connections[0], 2)  # warm-up
-        return [measure(server, upload, c, config) for c in config.connections]
+        run_h2load(server.url + config.route, upload, config.connections[0], WARM_UP_S)
+        wait_quiet(server.pid)
+        run = FloodRun(points=[], rss_before_mib=tree_rss_mib(server.pid))
+        with RssSampler(server.pid, interval_s=0.5) as rss:
+            run.points += [measure(server, upload, config, c) for c in config.connections]
+            run.points += [paced(server, upload, config, run.capacity, f) for f in config.factors]
+        run.rss_peak_mib, run.rss_after_mib = rss.peak_mib, tree_rss_mib(server.pid)
+        if config.recovery:
+            again = measure(server, upload, config, config.connections[0])
+            run.recovered = dataclasses.replace(again, load=f"{again.load}, after the floods")
+        for p in run.points:
+            if p.asked_per_s is not None and p.sent_per_s < 0.9 * p.asked_per_s:
+                run.notes.append(
+                    f"{p.load}: {p.sent_per_s:.0f} of the {p.asked_per_s:.0f} req/s asked for were sent; "
+                    f"{p.connections} connections each waiting out its answers cannot send more"
+                )
+        return run
 
 
-def markdown(points: list[FloodPoint], config: FloodConfig) -> str:
-    capacity = points[0].served_per_s * config.images_per_request
+def markdown(run: FloodRun, config: FloodConfig) -> str:
+    capacity = run.capacity.served_per_s * config.images_per_request
     lines = [
-        "| connections | offered req/s | served req/s | served img/s, % of capacity | shed req/s "
-        "| admitted p50 / p99 ms | refused p99 ms | socket errors | other answers | server cores "
-        "| wrk cores |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| load | connections | asked req/s | sent req/s | served req/s | served img/s, % of capacity "
+        "| shed req/s | admitted p50 / p99 ms | refused p99 ms | errors | unanswered at the end "
+        "| other answers | server cores | h2load cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
-    for p in points:
+    rows = run.points + ([run.recovered] if run.recovered else [])
+    for p in rows:
         images = p.served_per_s * config.images_per_request
         admitted = f"{p.admitted_ms[0]:.1f} / {p.admitted_ms[1]:.1f}" if p.admitted_ms else "none"
         refused = f"{p.refused_p99_ms:.0f}" if p.refused_p99_ms is not None else "none"
         other = ", ".join(f"{code}: {n:.0f}" for code, n in p.other.items()) or "none"
+        asked = f"{p.asked_per_s:.0f}" if p.asked_per_s is not None else "closed loop"
         lines.append(
-            f"| {p.connections} | {p.offered_per_s:.0f} | {p.served_per_s:.0f} | {images:.0f}, "
-            f"{100 * images / capacity:.0f} % | {p.shed_per_s:.0f} | {admitted} | {refused} "
-            f"| {p.socket_errors} | {other} | {p.server_cores:.2f} | {p.generator_cores:.2f} |"
+            f"| {p.load} | {p.connections} | {asked} | {p.sent_per_s:.0f} | {p.served_per_s:.0f} "
+            f"| {images:.0f}, {100 * images / capacity:.0f} % | {p.shed_per_s:.0f} | {admitted} | {refused} "
+            f"| {p.errors} | {p.unanswered} | {other} | {p.server_cores:.2f} | {p.generator_cores:.2f} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + [f"\n{note}" for note in run.notes])

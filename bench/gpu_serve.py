@@ -99,7 +99,7 @@ def rate_at(rates: dict[int, float], batch: float) -> float | None:
 
 def batch_sizes(before: str, after: str) -> dict[str, Any]:
     """The batches formed between two /metrics scrapes: count, mean and per-bucket counts."""
-    from loadtests.scrape import histogram  # the repository's one reader of /metrics histograms
+    from vitserve.harness.metrics import histogram  # the repository's one reader of /metrics histograms
 
     formed = histogram(after, "vitserve_batch_size").minus(histogram(before, "vitserve_batch_size"))
     return {
@@ -122,7 +122,7 @@ def server_env(config: SuiteConfig, precision: str) -> dict[str, str]:
 
 
 def run(config: SuiteConfig, record: StageRecord) -> None:
-    from loadtests.scrape import fetch
+    from vitserve.harness.metrics import fetch
 
     model_dir = config.work_dir / VIT_DIR
     precision = "fp16" if config.device == "cuda" else "fp32"

@@ -5,8 +5,8 @@
 Each stage (bench/gpu_export.py, gpu_model.py, gpu_serve.py) runs in a process of its own under a time
 budget: a stage that fails, hangs or dies in a native library (a CUDA abort, a segfault) is recorded
 with its reason and the next stage still runs, and a stage stopped at its budget keeps the figures it
-had written. --out receives results.json, summary.md and one log per stage (small files: on the
-device machine they are what comes back); the ONNX artifacts go to --work.
+had written. --out receives results.json, summary.md and one log per stage (small files: what comes
+back from a GPU host, docs/gpu.md); the ONNX artifacts go to --work.
 
 --smoke runs the same pipeline on a 2-block ViT with tiny batches and seconds per point, so that the
 whole suite is exercised on a CPU machine (tests/bench/test_gpu_suite.py). Its figures say nothing

@@ -1,7 +1,7 @@
 """Servers as child processes: a free loopback port, readiness, and stopping the whole process tree.
 
 The one home of these for `vitserve bench` (which starts vitserve, the naive server and the peers) and
-for the repository's tests, load tests and reliability scripts (tests/support.py builds on it).
+for the repository's tests, load tests and reliability scripts (harness/servers.py builds on it).
 
 Each server runs in a session of its own. BentoML's arbiter (circus) starts every worker in yet another
 session, so a signal to the server's process group reaches only the arbiter: the workers are found as

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitserve.harness.uploads import multipart
+
 # wrk calls done() once at the end of a run: print what we need as one JSON line on stdout.
 LUA = """
 local f = assert(io.open(os.getenv("VITSERVE_WRK_BODY"), "rb"))
@@ -50,8 +52,6 @@ done = function(summary, latency, requests)
 end
 """
 
-BOUNDARY = "vitserve-bench-boundary"
-
 
 class WrkMissing(RuntimeError):
     """wrk is not installed."""
@@ -71,12 +71,7 @@ class Upload:
 
     @classmethod
     def multipart(cls, field: str, filename: str, data: bytes, media_type: str) -> Upload:
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-            f"Content-Type: {media_type}\r\n\r\n"
-        )
-        body = head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
-        return cls(body, f"multipart/form-data; boundary={BOUNDARY}")
+        return cls(*multipart([(field, filename, data, media_type)]))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from vitserve.client.errors import (
 )
 from vitserve.client.merge import MergeSummary, merge_results
 from vitserve.client.results import ModelInfo, ModelRef, Prediction, TopK
-from vitserve.client.scoring import Progress, ScoreSummary
+from vitserve.client.scoring import Progress, ScoreOptions, ScoreSummary
 from vitserve.client.sharding import Shard
 from vitserve.client.sync import Client
 
@@ -43,6 +43,7 @@ __all__ = [
     "Prediction",
     "Progress",
     "ResultsFileError",
+    "ScoreOptions",
     "ScoreSummary",
     "ServerError",
     "ServiceOverloaded",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import aiohttp
 import httpx
@@ -19,7 +19,7 @@ from vitserve.client.images import ImageInput, to_payload
 from vitserve.client.protocol import DEFAULT_URL
 from vitserve.client.results import ModelInfo, Prediction
 from vitserve.client.retry import AdaptiveLimit, OverloadGate, RetryPolicy
-from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, Shard, score_folder
+from vitserve.client.scoring import ScoreOptions, ScoreSummary, score_folder
 
 T = TypeVar("T")
 
@@ -102,15 +102,7 @@ class AsyncClient:
         self,
         root: str | Path,
         out: str | Path,
-        *,
-        extensions: Iterable[str] = DEFAULT_EXTENSIONS,
-        concurrency: int = 16,
-        batch_size: int = 8,
-        top_k: int | None = None,
-        progress: Callable[[Progress], None] | None = None,
-        shard: Shard | str | None = None,
-        commit_rows: int = 5000,
-        commit_interval_s: float = 10.0,
+        **options: Unpack[ScoreOptions],
     ) -> ScoreSummary:
         """Classify every image under `root` into `out`, resuming a previous run.
 
@@ -127,19 +119,7 @@ class AsyncClient:
         raised, the rows so far kept. `concurrency` requests of up to `batch_size` images each
         are kept in flight.
         """
-        return await score_folder(
-            self,
-            root,
-            out,
-            extensions=extensions,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            top_k=top_k,
-            progress=progress,
-            shard=shard,
-            commit_rows=commit_rows,
-            commit_interval_s=commit_interval_s,
-        )
+        return await score_folder(self, root, out, **options)
 
     async def aclose(self) -> None:
         if self._session is not None:

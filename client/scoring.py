@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from vitserve.client.destinations import open_results
 from vitserve.client.errors import InvalidRequest, ResultsFileError, VitserveError
@@ -28,7 +28,15 @@ from vitserve.client.sharding import Shard
 from vitserve.client.sources import ImageSource, open_source
 from vitserve.client.walk import DEFAULT_EXTENSIONS, normalize_extensions
 
-__all__ = ["DEFAULT_EXTENSIONS", "Progress", "ScoreSummary", "Shard", "score_folder"]
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "SCORE_DEFAULTS",
+    "Progress",
+    "ScoreOptions",
+    "ScoreSummary",
+    "Shard",
+    "score_folder",
+]
 
 # The writer commits at most this often, taking every row answered meanwhile: each commit is a hop to
 # a worker thread (and an fsync), which cost the scorer a quarter of its CPU when every answered
@@ -44,6 +52,20 @@ class ScoringClient(Protocol):
     async def classify_many(
         self, images: Iterable[ImageInput], *, top_k: int | None = None, batch_size: int = 16
     ) -> list[Prediction | InvalidRequest]: ...
+
+
+class ScoreOptions(TypedDict, total=False):
+    """score_folder's options (Client's, AsyncClient's and this module's), each left out takes its
+    value in SCORE_DEFAULTS; AsyncClient.score_folder says what each does."""
+
+    extensions: Iterable[str]
+    concurrency: int
+    batch_size: int
+    top_k: int | None
+    progress: Callable[[Progress], None] | None
+    shard: Shard | str | None
+    commit_rows: int
+    commit_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -114,21 +136,29 @@ class _Tally:
         return Progress(self.total, self.skipped, self.scored, self.failed, elapsed)
 
 
+SCORE_DEFAULTS: ScoreOptions = {
+    "extensions": DEFAULT_EXTENSIONS,
+    "concurrency": 16,
+    "batch_size": 8,
+    "top_k": None,
+    "progress": None,
+    "shard": None,
+    "commit_rows": 5000,
+    "commit_interval_s": 10.0,
+}
+
+
 async def score_folder(
-    client: ScoringClient,
-    root: str | Path,
-    out: str | Path,
-    *,
-    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
-    concurrency: int = 16,
-    batch_size: int = 8,
-    top_k: int | None = None,
-    progress: Callable[[Progress], None] | None = None,
-    shard: Shard | str | None = None,
-    commit_rows: int = 5000,
-    commit_interval_s: float = 10.0,
+    client: ScoringClient, root: str | Path, out: str | Path, **options: Unpack[ScoreOptions]
 ) -> ScoreSummary:
     """Classify every image under `root` with `client` into `out`; see AsyncClient.score_folder."""
+    unknown = sorted(set(options) - ScoreOptions.__optional_keys__)
+    if unknown:  # what explicit keyword parameters would have refused
+        raise TypeError(f"score_folder() got unexpected keyword arguments {unknown}")
+    chosen: ScoreOptions = {**SCORE_DEFAULTS, **options}
+    extensions, concurrency, batch_size = chosen["extensions"], chosen["concurrency"], chosen["batch_size"]
+    top_k, progress, shard = chosen["top_k"], chosen["progress"], chosen["shard"]
+    commit_rows, commit_interval_s = chosen["commit_rows"], chosen["commit_interval_s"]
     if concurrency < 1 or batch_size < 1:
         raise ValueError(f"concurrency and batch_size must be >= 1, got {concurrency} and {batch_size}")
     wanted = normalize_extensions(extensions)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 import httpx
 
@@ -19,7 +19,7 @@ from vitserve.client.images import ImageInput, to_payload
 from vitserve.client.protocol import DEFAULT_URL
 from vitserve.client.results import ModelInfo, Prediction
 from vitserve.client.retry import OverloadGate, RetryPolicy
-from vitserve.client.scoring import DEFAULT_EXTENSIONS, Progress, ScoreSummary, Shard
+from vitserve.client.scoring import ScoreOptions, ScoreSummary
 
 T = TypeVar("T")
 
@@ -119,15 +119,7 @@ class Client:
         self,
         root: str | Path,
         out: str | Path,
-        *,
-        extensions: Iterable[str] = DEFAULT_EXTENSIONS,
-        concurrency: int = 16,
-        batch_size: int = 8,
-        top_k: int | None = None,
-        progress: Callable[[Progress], None] | None = None,
-        shard: Shard | str | None = None,
-        commit_rows: int = 5000,
-        commit_interval_s: float = 10.0,
+        **options: Unpack[ScoreOptions],
     ) -> ScoreSummary:
         """Classify every image under `root` into `out` (.jsonl or .csv), resuming a previous run.
 
@@ -145,18 +137,7 @@ class Client:
                 max_backoff=self.retry_policy.max_backoff,
                 headers=self.headers,
             ) as client:
-                return await client.score_folder(
-                    root,
-                    out,
-                    extensions=extensions,
-                    concurrency=concurrency,
-                    batch_size=batch_size,
-                    top_k=top_k,
-                    progress=progress,
-                    shard=shard,
-                    commit_rows=commit_rows,
-                    commit_interval_s=commit_interval_s,
-                )
+                return await client.score_folder(root, out, **options)
 
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(run())

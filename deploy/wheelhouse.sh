@@ -7,14 +7,22 @@
 # builds are reproducible and work where the build sandbox has no network (or no certificate chain).
 #
 # Usage: deploy/wheelhouse.sh [cpu|gpu]   (default cpu; gpu adds the CUDA 13 / cuDNN 9 wheels, 1.3 GB)
+# WHEELHOUSE=DIR fills another folder; SKIP=REGEX leaves out the pins it matches (`name==...` lines),
+# for a host that already has those packages (deploy/gpu-host/bundle.sh).
 set -euo pipefail
 
 VARIANT=${1:-cpu}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$ROOT/build/wheelhouse
+OUT=${WHEELHOUSE:-$ROOT/build/wheelhouse}
 REQUIREMENTS=$ROOT/deploy/requirements/$VARIANT.txt
 
 [[ -f $REQUIREMENTS ]] || { echo "unknown variant $VARIANT: no $REQUIREMENTS" >&2; exit 2; }
+if [[ -n ${SKIP:-} ]]; then
+    kept=$(mktemp)
+    trap 'rm -f "$kept"' EXIT
+    grep -Eiv "$SKIP" "$REQUIREMENTS" >"$kept"
+    REQUIREMENTS=$kept
+fi
 PYTHON=$("$ROOT/deploy/build-env.sh")
 "$ROOT/deploy/build-wheel.sh" "$OUT" >/dev/null
 

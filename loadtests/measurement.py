@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import scrape
 from loadtests.stats import EndpointStats, RequestLog, Schedule, StatsError, read_locust_stats
+from vitserve.harness import metrics
 
 LOCUST_PREFIX = "locust"  # Locust writes locust_stats.csv, locust_failures.csv, ...
 STATS_CSV = f"{LOCUST_PREFIX}_stats.csv"
@@ -33,7 +33,7 @@ class Measurement:
     endpoints: list[EndpointStats]
     log: RequestLog
     schedule: Schedule
-    batch_sizes: scrape.Histogram  # batches the server formed during the run
+    batch_sizes: metrics.Histogram  # batches the server formed during the run
     images_classified: float
     rejected: dict[str, float]  # server-side refusals by reason, during the run
     model: dict[str, Any]
@@ -49,19 +49,19 @@ class Measurement:
             setup = json.loads((path / SETUP).read_text())
         except (OSError, ValueError) as exc:
             raise StatsError(f"{path}: incomplete results folder: {exc}") from exc
-        rejected_after = scrape.counter_by_label(after, "vitserve_requests_rejected_total", "reason")
-        rejected_before = scrape.counter_by_label(before, "vitserve_requests_rejected_total", "reason")
+        rejected_after = metrics.counter_by_label(after, "vitserve_requests_rejected_total", "reason")
+        rejected_before = metrics.counter_by_label(before, "vitserve_requests_rejected_total", "reason")
         return cls(
             path=path,
             endpoints=read_locust_stats(path / STATS_CSV),
             log=RequestLog.read(path / REQUEST_LOG),
             schedule=Schedule.read(path / SCHEDULE),
-            batch_sizes=scrape.histogram(after, "vitserve_batch_size").minus(
-                scrape.histogram(before, "vitserve_batch_size")
+            batch_sizes=metrics.histogram(after, "vitserve_batch_size").minus(
+                metrics.histogram(before, "vitserve_batch_size")
             ),
             # Labelled by prediction: a fresh server has no series yet, so sum whatever exists.
-            images_classified=sum(scrape.counter_by_label(after, IMAGES_CLASSIFIED, "label").values())
-            - sum(scrape.counter_by_label(before, IMAGES_CLASSIFIED, "label").values()),
+            images_classified=sum(metrics.counter_by_label(after, IMAGES_CLASSIFIED, "label").values())
+            - sum(metrics.counter_by_label(before, IMAGES_CLASSIFIED, "label").values()),
             rejected={k: v - rejected_before.get(k, 0.0) for k, v in rejected_after.items()},
             model=model,
             setup=setup,

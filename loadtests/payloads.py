@@ -6,11 +6,11 @@ would make Locust, not vitserve, the thing being measured.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loadtests.images import BadInput, TestImage
+from vitserve.harness.uploads import multipart
 
 
 @dataclass(frozen=True)
@@ -21,21 +21,6 @@ class Payload:
     content_type: str
     expected_status: int = 200
     images: int = 1  # images the server must answer for (a /classify_batch carries several)
-
-
-def multipart(parts: Sequence[tuple[str, str | None, bytes, str]]) -> tuple[bytes, str]:
-    """(field, filename or None for a text field, data, part content type) -> (body, Content-Type)."""
-    boundary = f"vitserve-loadtest-{uuid.uuid4().hex}"
-    chunks: list[bytes] = []
-    for field, filename, data, content_type in parts:
-        disposition = f'form-data; name="{field}"'
-        headers = f"--{boundary}\r\nContent-Disposition: {disposition}"
-        if filename is not None:
-            part_type = content_type or "application/octet-stream"
-            headers += f'; filename="{filename}"\r\nContent-Type: {part_type}'
-        chunks += [headers.encode(), b"\r\n\r\n", data, b"\r\n"]
-    chunks.append(f"--{boundary}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
 def classify_multipart(image: TestImage) -> Payload:

@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers or CI; must precede pyplot's import
 import matplotlib.pyplot as plt
 
-from loadtests.scrape import Histogram
 from loadtests.stats import StepStats
+from vitserve.harness.metrics import Histogram
 
 DPI = 90  # small files: these PNGs are committed to docs/
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from loadtests import plots
 from loadtests.measurement import Measurement
+from loadtests.reference import REFERENCE, Reference
 from loadtests.slo import Slo, Verdict, evaluate
 from loadtests.stats import StepStats, step_stats
 
@@ -135,7 +136,8 @@ def _sweep_lines(on: SweepSide, off: SweepSide) -> list[str]:
 def write_report(out: Path, slo: Slo, slo_path: Path) -> list[Verdict]:
     """Write report.md, summary.json and the PNGs into `out`; return the SLO verdicts."""
     ramp = Measurement.read(out / RAMP)
-    verdicts = evaluate(slo, ramp.log, ramp.schedule)
+    reference = Reference.read(out / RAMP / REFERENCE)
+    verdicts = evaluate(slo, ramp.log, ramp.schedule, reference)
     steps = step_stats(ramp.log, ramp.schedule)
     passed = all(v.met for v in verdicts)
     model_name = ramp.model.get("name", "?")
@@ -149,6 +151,9 @@ def write_report(out: Path, slo: Slo, slo_path: Path) -> list[Verdict]:
         f"Command: `{command}`",
         "",
         *_setup_lines(ramp),
+        f"- Reference (the model alone, measured just before the ramp on this host): "
+        f"{reference.images_per_s:.0f} images/s, `{reference.artifact}` at batch {reference.batch}, "
+        f"{reference.threads} threads, {', '.join(reference.providers)}",
         "",
         f"## SLO verdict ({slo_path})",
         "",
@@ -213,6 +218,7 @@ def write_report(out: Path, slo: Slo, slo_path: Path) -> list[Verdict]:
         "batches": ramp.batch_sizes.count,
         "batches_larger_than_1": ramp.batch_sizes.count_above(1.0),
         "images_classified": ramp.images_classified,
+        "reference_images_per_s": reference.images_per_s,
         "steps": [asdict(s) for s in steps],
     }
     if (out / SWEEP_ON).is_dir() and (out / SWEEP_OFF).is_dir():

@@ -30,12 +30,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from loadtests import measurement as files
+from loadtests.reference import REFERENCE, ReferenceError, measure_reference
 from loadtests.report import COMMAND, RAMP, SWEEP_OFF, SWEEP_ON, write_report
-from loadtests.scrape import ScrapeError, fetch
 from loadtests.slo import Slo, SloError
 from loadtests.stats import Schedule, StatsError, parse_users
-from tests.support import running_server
 from vitserve.bench.processes import wait_ready
+from vitserve.harness.metrics import ScrapeError, fetch
+from vitserve.harness.servers import running_server
+from vitserve.harness.throttle import Throttle
 
 log = logging.getLogger("loadtest")
 
@@ -49,6 +51,7 @@ SWEEP_USER_CLASSES = ("DigitUser",)
 MAX_USERS = 256
 MAX_STEP_SECONDS = 300.0
 EXIT_SLO_MISSED = 1
+REFERENCE_PAIRS = 5
 EXIT_ERROR = 2
 
 
@@ -166,7 +169,11 @@ def target(args: argparse.Namespace, out: Path, name: str, env: dict[str, str]) 
         yield args.url
         return
     with running_server(env, args.model_dir, log_path=out / f"server-{name}.log") as server:
-        yield server.url
+        if args.slow_server_by == 1:
+            yield server.url
+            return
+        with Throttle(server.pid, args.slow_server_by):
+            yield server.url
 
 
 def server_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -190,7 +197,20 @@ def command_run(args: argparse.Namespace) -> int:
     ramp = Schedule(args.users, args.step_seconds, args.settle_seconds)
     setup: dict[str, object] = {"server_env": env}
     with target(args, out, "ramp", env) as url:
+        # On the same host and server, just before the ramp (loadtests/reference.py).
+        (out / RAMP).mkdir(parents=True, exist_ok=True)
+        image = sorted((args.model_dir / "samples").glob("*.png"))[0].read_bytes()
+        reference = measure_reference(
+            args.model_dir, url, image, slo.at_users, seconds=args.reference_seconds / REFERENCE_PAIRS
+        )
+        reference.write(out / RAMP / REFERENCE)
         run_locust(url, out / RAMP, ramp, args.user_classes.split(","), setup)
+        log.info(
+            "reference: the model alone %.0f images/s, the server %s req/s, ratios %s",
+            reference.images_per_s,
+            reference.served_rounds,
+            reference.capacity_ratios,
+        )
     if args.sweep and args.url:
         log.warning("no batching sweep: it restarts the server with other settings, and --url is fixed")
     elif args.sweep:
@@ -248,11 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--url", type=loopback_url, help="a running server (loopback only); default: start one"
     )
-    where.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="model for the local server")
+    run.add_argument(
+        "--model-dir",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="model for the local server, and for the model-only reference (with --url: the served one's)",
+    )
     run.add_argument("--out", type=Path, default=REPO / "reports" / "loadtest", help="results folder")
     run.add_argument("--slo", type=Path, default=DEFAULT_SLO, help="SLO file (TOML or JSON)")
     run.add_argument("--users", type=users_option, default=(1, 4, 16, 32, 64), help="ramp steps (users)")
     run.add_argument("--step-seconds", type=seconds_option, default=15.0, help="seconds per ramp step")
+    run.add_argument(
+        "--reference-seconds", type=float, default=15.0, help="reference pairs before the ramp, seconds"
+    )
     run.add_argument("--settle-seconds", type=float, default=3.0, help="start of each step left out")
     run.add_argument("--user-classes", default=",".join(RAMP_USER_CLASSES), help="Locust users for the ramp")
     run.add_argument(
@@ -260,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--sweep-users", type=users_option, default=(1, 4, 16, 64), help="sweep steps (users)")
     run.add_argument("--sweep-step-seconds", type=seconds_option, default=10.0, help="seconds per sweep step")
+    run.add_argument(
+        "--slow-server-by",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="pause local servers for 1 - 1/FACTOR of every 20 ms: a check of the gate itself, which "
+        "must fail at 2",
+    )
     run.add_argument(
         "--server-env", action="append", default=[], metavar="VITSERVE_X=V", help="setting for local servers"
     )
@@ -281,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuntimeError,
         TimeoutError,
         ScrapeError,
+        ReferenceError,
         SloError,
         StatsError,
         httpx.HTTPError,

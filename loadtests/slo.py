@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from loadtests.reference import Reference
 from loadtests.stats import AGGREGATED, RequestLog, Schedule, StepStats, step_stats
 
 # Keys a file may leave out: added after SLO files were written, with a default that suits them.
@@ -24,15 +26,24 @@ class SloError(ValueError):
 class Slo:
     at_users: int  # the ramp step latency and throughput are judged at
     endpoint: str  # Locust request name for the latency objective; "Aggregated" = every request
-    p99_ms: float
+    # p99 of `endpoint` at `at_users`, as a multiple of the latency the model alone would give there
+    # (Reference.ideal_ms): relative to this host's speed, measured in the same run.
+    max_p99_ratio: float
     max_error_rate: float  # every endpoint, ramp steps up to `at_users` (beyond it: overload, reported)
-    min_rps: float  # successful responses/s at `at_users`, every endpoint
+    # /classify digits served per second with `at_users` h2load connections, as a share of the model
+    # alone's images/s (loadtests/reference.py): the median over alternating pairs.
+    min_capacity_ratio: float
     # Successful responses/s at the ramp's top step, as a share of the best step's: overload must be
     # shed while the service keeps serving near its capacity, measured in the same run.
     min_goodput_ratio: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.at_users < 1 or self.p99_ms <= 0 or self.min_rps < 0 or not 0 <= self.max_error_rate <= 1:
+        if (
+            self.at_users < 1
+            or self.max_p99_ratio <= 0
+            or self.min_capacity_ratio < 0
+            or not 0 <= self.max_error_rate <= 1
+        ):
             raise SloError(f"out of range: {self}")
         if not 0 <= self.min_goodput_ratio <= 1:
             raise SloError(f"min_goodput_ratio must be within [0, 1], got {self.min_goodput_ratio}")
@@ -55,9 +66,9 @@ class Slo:
             return cls(
                 at_users=int(raw["at_users"]),
                 endpoint=str(raw["endpoint"]),
-                p99_ms=float(raw["p99_ms"]),
+                max_p99_ratio=float(raw["max_p99_ratio"]),
                 max_error_rate=float(raw["max_error_rate"]),
-                min_rps=float(raw["min_rps"]),
+                min_capacity_ratio=float(raw["min_capacity_ratio"]),
                 **{key: float(raw[key]) for key in OPTIONAL_KEYS if key in raw},
             )
         except (TypeError, ValueError) as exc:
@@ -79,13 +90,12 @@ def _step_at(steps: list[StepStats], users: int) -> StepStats:
     raise SloError(f"the SLOs are judged at {users} users, but the ramp ran {[s.users for s in steps]}")
 
 
-def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
+def evaluate(slo: Slo, log: RequestLog, schedule: Schedule, reference: Reference) -> list[Verdict]:
     """One verdict per objective; a missing measurement (no requests at that step) is a miss."""
     endpoint = None if slo.endpoint == AGGREGATED else slo.endpoint
     if endpoint is not None and endpoint not in log.names_seen():
         raise SloError(f"no request named {endpoint!r} in this run; names: {log.names_seen()}")
     latency = _step_at(step_stats(log, schedule, endpoint), slo.at_users)
-    load = _step_at(step_stats(log, schedule), slo.at_users)
     # Steps past `at_users` probe overload, where 429s are the designed response: reported, not judged.
     judged = np.zeros(log.ok.shape, dtype=bool)
     for i, users in enumerate(schedule.users):
@@ -98,12 +108,16 @@ def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
     requests = int(judged.sum())
     failures = int((judged & ~log.ok).sum())
     error_rate = failures / requests if requests else math.nan
+    ideal_ms = reference.ideal_ms(slo.at_users)
+    capacity = reference.images_per_s
+    served = statistics.median(reference.served_rounds) if reference.served_rounds else math.nan
     return [
         Verdict(
             f"p99 of {slo.endpoint} at {slo.at_users} users",
-            f"<= {slo.p99_ms:g} ms",
-            f"{latency.p99_ms:.0f} ms",
-            latency.p99_ms <= slo.p99_ms,  # NaN (no successes) compares False: a miss
+            f"<= {slo.max_p99_ratio:g} x {ideal_ms:.1f} ms (the model alone) "
+            f"= {slo.max_p99_ratio * ideal_ms:.0f} ms",
+            f"{latency.p99_ms:.0f} ms ({latency.p99_ms / ideal_ms:.1f} x)",
+            latency.p99_ms <= slo.max_p99_ratio * ideal_ms,  # NaN (no successes) compares False: a miss
         ),
         Verdict(
             f"error rate up to {slo.at_users} users",
@@ -112,10 +126,11 @@ def evaluate(slo: Slo, log: RequestLog, schedule: Schedule) -> list[Verdict]:
             error_rate <= slo.max_error_rate,  # NaN (no requests) compares False: a miss
         ),
         Verdict(
-            f"throughput at {slo.at_users} users",
-            f">= {slo.min_rps:g} req/s",
-            f"{load.rps:.1f} req/s",
-            load.rps >= slo.min_rps,
+            f"capacity at {reference.connections} connections (h2load, before the ramp)",
+            f">= {slo.min_capacity_ratio:.1%} of the model alone's images/s, pair by pair",
+            f"{reference.capacity_ratio:.1%} (median; {served:.0f} req/s, "
+            f"the model alone {capacity:.0f} images/s)",
+            reference.capacity_ratio >= slo.min_capacity_ratio,  # NaN (no pairs) compares False: a miss
         ),
         Verdict(
             f"goodput at {top.users} users (the top step)",

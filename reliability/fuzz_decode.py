@@ -16,10 +16,11 @@ from collections import Counter
 import httpx
 from hypothesis import HealthCheck, given, settings
 
-from tests.reliability.hostile import corpus, mutated_image
-from tests.reliability.procs import RssSampler, worker_pids
-from tests.support import SAMPLES_DIR, running_server
 from vitserve.bench.processes import tree_rss_mib
+from vitserve.harness.hostile import corpus
+from vitserve.harness.mutations import mutated_image
+from vitserve.harness.procs import RssSampler, worker_pids
+from vitserve.harness.servers import SAMPLES_DIR, running_server
 
 
 def main() -> int:

@@ -4,7 +4,7 @@
 
 Serves the front door (`service/web/door.py`) around an app that must never be reached, with a refusal for
 every request, from uvicorn (uvloop + httptools, as the workers run) pinned to CPU 0; the load
-generator (tests/reliability/load.py) runs pinned to CPU 1. Prints the server's CPU per request: the
+generator (harness/load.py) runs pinned to CPU 1. Prints the server's CPU per request: the
 floor under what a rejection costs an API worker, for comparison with a served request.
 """
 
@@ -22,8 +22,8 @@ import psutil
 import uvicorn
 import uvloop
 
-from tests.reliability.load import open_loop
 from vitserve.bench.processes import free_port
+from vitserve.harness.load import open_loop
 from vitserve.service.flow.errors import Answer
 from vitserve.service.web.door import FrontDoor, Scope
 

@@ -4,7 +4,7 @@
 
 Each round starts a server (the shipped model, or VITSERVE_TEST_MODEL_DIR) with
 VITSERVE_SHUTDOWN_DELAY_S=--delay, loads it through a balancer that polls /readyz, sends SIGTERM to the
-arbiter mid-load and prints tests/reliability/drain.py's report.
+arbiter mid-load and prints harness/drain.py's report.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.reliability.drain import sigterm_under_load
-from tests.support import SAMPLES_DIR, ServerProcess
+from vitserve.harness.drain import sigterm_under_load
+from vitserve.harness.servers import SAMPLES_DIR, ServerProcess
 
 
 def main() -> int:

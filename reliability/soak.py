@@ -19,10 +19,10 @@ import time
 
 import aiohttp
 
-from tests.reliability.hostile import corpus
-from tests.reliability.load import NO_RESPONSE, LoadResult, Outcome
-from tests.reliability.procs import cmdline, descendants, rss_kib
-from tests.support import SAMPLES_DIR, running_server
+from vitserve.harness.hostile import corpus
+from vitserve.harness.load import NO_RESPONSE, LoadResult, Outcome
+from vitserve.harness.procs import cmdline, descendants, rss_kib
+from vitserve.harness.servers import SAMPLES_DIR, running_server
 
 MAX_LEAK_MIB_PER_MIN = 1.0
 MAX_P99_DRIFT = 1.5

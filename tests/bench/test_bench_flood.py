@@ -11,19 +11,25 @@ from vitserve.cli import main
 def test_bench_flood_reports_served_shed_latencies_and_both_cpus(
     capsys: pytest.CaptureFixture[str], route: str, extra: list[str]
 ) -> None:
-    argv = ["bench", "flood", "--connections", "2", "12", "--duration-s", "1", "--max-in-flight", "2"]
-    assert main([*argv, "--route", route, *extra, "--set", "VITSERVE_SHED_DELAY_MS=200"]) == 0
+    argv = ["bench", "flood", "--connections", "2", "12", "--factors", "2", "--duration-s", "1"]
+    argv += ["--max-in-flight", "2", "--route", route, *extra, "--set", "VITSERVE_SHED_DELAY_MS=200"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("command: vitserve bench flood") and "--set VITSERVE_SHED_DELAY_MS=200" in out
-    rows = [
-        line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith(("| 2 |", "| 12 |"))
-    ]
-    assert [row[0] for row in rows] == ["2", "12"]
-    for row in rows:
-        assert float(row[2]) > 0  # served per second, from the server's own counters
-        assert row[7] == "0" and row[8] == "none"  # no socket errors, no answer but 200 and 429
-    assert float(rows[1][4]) > 0, "12 connections over 2 places: some were shed"
-    assert rows[1][6] == "none" or float(rows[1][6]) >= 180  # held the delay (timers may fire a bit early)
+    rows = {
+        row[0]: row
+        for row in (line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| "))
+    }
+    closed, paced = rows["2 connections"], rows["2x capacity, paced"]
+    assert rows["12 connections"][2] == "closed loop" and float(paced[2]) > 0  # the rate asked for
+    for row in (closed, rows["12 connections"], paced):
+        assert float(row[4]) > 0  # served per second, from the server's own counters
+        assert row[9] == "0" and row[11] == "none"  # no errors, no answer but 200 and 429
+        assert row[7] != "none"  # admitted latencies, from h2load's own log
+        assert float(row[13]) >= 0 and float(row[12]) > 0  # both CPUs reported
+    assert float(rows["12 connections"][6]) > 0, "12 connections over 2 places: some were shed"
+    refused = rows["12 connections"][8]
+    assert refused == "none" or float(refused) >= 180  # held the delay (timers may fire a bit early)
 
 
 def test_bench_flood_refuses_a_setting_that_is_not_vitserves(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 
 import vitserve.client as sdk
 from vitserve.client import errors
@@ -22,6 +23,7 @@ def test_all_is_pinned() -> None:
         "Prediction",
         "Progress",
         "ResultsFileError",
+        "ScoreOptions",
         "ScoreSummary",
         "ServerError",
         "ServiceOverloaded",
@@ -51,10 +53,9 @@ def test_both_clients_have_the_same_methods_and_signatures() -> None:
         "max_backoff",
         "headers",
     ]
-    assert list(inspect.signature(sdk.Client.score_folder).parameters) == [
-        "self",
-        "root",
-        "out",
+    assert list(inspect.signature(sdk.Client.score_folder).parameters) == ["self", "root", "out", "options"]
+    # score_folder's keyword options, declared once for both clients (and type-checked by mypy).
+    assert list(typing.get_type_hints(sdk.ScoreOptions)) == [
         "extensions",
         "concurrency",
         "batch_size",
@@ -100,3 +101,14 @@ def test_one_exception_tree_in_one_module() -> None:
         assert kind.__bases__ == (getattr(sdk, parent),)
         assert name in (errors.__doc__ or "")  # documented in the module's tree
     assert sdk.VitserveError.__bases__ == (Exception,)
+
+
+def test_score_folder_refuses_an_option_it_does_not_have(tmp_path: typing.Any) -> None:
+    """The options are keywords of one declaration: a misspelt one fails at once, before any request."""
+    with sdk.Client("http://127.0.0.1:9") as client:
+        try:
+            client.score_folder(tmp_path, tmp_path / "out.jsonl", concurrencyy=2)  # type: ignore[call-arg]
+        except TypeError as exc:
+            assert "concurrencyy" in str(exc)
+        else:
+            raise AssertionError("an unknown option was accepted")

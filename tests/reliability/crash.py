@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.gate import GatedProxy
-from tests.metrics import metric
-from tests.reliability.procs import worker_pids
 from tests.support import SAMPLES_DIR, ServerProcess
 from vitserve.client import Client
+from vitserve.harness.metrics import metric
+from vitserve.harness.procs import worker_pids
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".bmp")
 

@@ -1,6 +1,7 @@
 """The overload experiment: measure capacity, offer a multiple of it open-loop, then check recovery.
 
-Shared by tests/reliability/test_overload.py (seconds) and reliability/overload.py (a minute).
+The Python generator of tests/reliability/test_overload.py (seconds). The overload benchmark
+(reliability/overload.py, `vitserve bench flood`) floods from h2load instead: bench/flood.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import uvloop
 
-from tests.reliability.load import LoadResult, closed_loop, open_loop
-from tests.reliability.procs import RssSampler
 from vitserve.bench.processes import tree_cpu_s, tree_rss_mib
+from vitserve.harness.load import LoadResult, closed_loop, open_loop
+from vitserve.harness.procs import RssSampler
 
 SHED = (429, 503)
 WARM_UP_S = 3.0  # closed-loop seconds before capacity is measured, and again before recovery is

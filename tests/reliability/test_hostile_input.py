@@ -11,11 +11,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.metrics import metric
-from tests.reliability.hostile import Hostile, corpus, mutated_image
-from tests.reliability.procs import RssSampler, worker_pids
 from tests.support import SAMPLES_DIR, ServerProcess, running_server
 from vitserve.bench.processes import tree_rss_mib
+from vitserve.harness.hostile import Hostile, corpus
+from vitserve.harness.metrics import metric
+from vitserve.harness.mutations import mutated_image
+from vitserve.harness.procs import RssSampler, worker_pids
 
 # The server's whole process tree (arbiter, API worker holding the model) may grow by this much while
 # it refuses the corpus: a decoded bomb alone would take gigabytes.

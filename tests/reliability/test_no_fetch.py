@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.reliability.procs import tcp_peers
 from tests.support import SAMPLES_DIR, ServerProcess, free_port
+from vitserve.harness.procs import tcp_peers
 
 
 class Listener(threading.Thread):

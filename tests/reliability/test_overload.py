@@ -1,4 +1,5 @@
-"""Overload, briefly: 5x the measured capacity for 10 s. reliability/overload.py runs the full minute.
+"""Overload, briefly: 5x the measured capacity for 10 s from a Python generator. reliability/overload.py
+(h2load, bench/flood.py) measures floods and open loop at 2x-10x with the server's and its own CPU.
 
 Asserted here is what must hold on any machine: nothing accepted fails, every shed request is told when
 to retry, memory stays bounded, and once the flood is over the server answers everything at its bound
@@ -9,9 +10,9 @@ and quoted in docs/reliability.md, not asserted.
 
 from __future__ import annotations
 
-from tests.metrics import scrape
 from tests.reliability.overload import run_overload
 from tests.support import SAMPLES_DIR, running_server
+from vitserve.harness.metrics import scrape
 
 MAX_IN_FLIGHT = 16
 

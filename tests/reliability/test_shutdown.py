@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.reliability.drain import sigterm_under_load
 from tests.support import SAMPLES_DIR, ServerProcess
+from vitserve.harness.drain import sigterm_under_load
 
 # The listener keeps serving this long after SIGTERM with /readyz failing: time for the balancer (polling
 # every 50 ms) to see the failure.

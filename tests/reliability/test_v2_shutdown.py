@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as tgrpc
 
-from tests.metrics import metric
+from vitserve.harness.metrics import metric
 from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR, ServerProcess, free_port
 from vitserve.runtime.artifact import read_metadata
 

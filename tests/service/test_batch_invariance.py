@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.metrics import metric
 from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR, running_server
+from vitserve.harness.metrics import metric
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 

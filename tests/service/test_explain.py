@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.metrics import scrape, value
 from tests.support import DEFAULT_MODEL_DIR, patch_grid
+from vitserve.harness.metrics import scrape, value
 from vitserve.runtime.decode import DecodeLimits, decode_image
 from vitserve.runtime.explain_session import ExplainSession
 from vitserve.runtime.predictions import softmax

@@ -10,9 +10,9 @@ import time
 
 import httpx
 
-from tests.metrics import metric, scrape, value
-from tests.reliability.procs import worker_pids
 from tests.support import SAMPLES_DIR, host_providers, running_server
+from vitserve.harness.metrics import metric, scrape, value
+from vitserve.harness.procs import worker_pids
 
 # Each histogram with the labels its series carry (a regular expression).
 HISTOGRAMS = {

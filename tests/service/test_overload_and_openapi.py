@@ -9,8 +9,8 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.metrics import scrape, value
 from tests.support import SAMPLES_DIR, running_server
+from vitserve.harness.metrics import scrape, value
 
 
 def test_overload_is_shed_with_429_and_retry_after() -> None:

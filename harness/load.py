@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from loadtests.payloads import multipart
+from vitserve.harness.uploads import multipart
 
 # Outcome.status for a request that got no HTTP response: refused, reset or timed out.
 NO_RESPONSE = 0

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import strategies as st
 from PIL import Image
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -294,23 +293,3 @@ SEEDS = (
     encode(noise(28, 28), "BMP"),
     encode(noise(28, 28), "TIFF", compression="tiff_deflate"),
 )
-
-
-@st.composite
-def mutated_image(draw: st.DrawFn) -> bytes:
-    """A real image of an accepted format with random byte edits, cuts or splices: deep into the decoders."""
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 8))):
-        action = draw(st.sampled_from(["flip", "cut", "insert", "splice"]))
-        at = draw(st.integers(0, len(data) - 1))
-        if action == "flip":
-            data[at] = draw(st.integers(0, 255))
-        elif action == "cut":
-            del data[at : at + draw(st.integers(1, 64))]
-        elif action == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=32))
-        else:
-            data[at:] = draw(st.binary(max_size=256))
-        if not data:
-            break
-    return bytes(data)

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from tests.reliability.load import LoadResult, closed_loop
-from tests.support import ServerProcess
+from vitserve.harness.load import LoadResult, closed_loop
+from vitserve.harness.servers import ServerProcess
 
 
 @dataclass(frozen=True)

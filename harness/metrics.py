@@ -1,12 +1,13 @@
-"""Prometheus text from /metrics -> the histograms and counters the report needs, and their deltas.
+"""The one reader of a server's /metrics (Prometheus text): series, counters by label, histograms.
 
-The server's counters run since it started; the report wants what this load test caused, so every
-figure is `after - before` of two scrapes around the Locust run.
+The server's counters run since it started; a load test or a flood wants what it caused, so its
+figures are `after - before` of two scrapes around it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -90,10 +91,33 @@ def histogram(text: str, name: str) -> Histogram:
     return Histogram(bounds, tuple(by_bound[b] for b in bounds), total, count)
 
 
-def counter_by_label(text: str, name: str, label: str) -> dict[str, float]:
-    """A labelled counter's value per label value, summed over processes; {} before its first count."""
+def counter_by_label(text: str, name: str, by: str, **where: str) -> dict[str, float]:
+    """A counter's value per value of label `by`, summed over processes and over the series whose other
+    labels match `where`; {} before its first count."""
     totals: dict[str, float] = {}
     for _, labels, value in _samples(text, {name}):
-        if label in labels:
-            totals[labels[label]] = totals.get(labels[label], 0.0) + value
+        if by in labels and all(labels.get(k) == v for k, v in where.items()):
+            totals[labels[by]] = totals.get(labels[by], 0.0) + value
     return totals
+
+
+def scrape(url: str) -> dict[str, float]:
+    """{series (name with labels): value}, summed over duplicate series (one per worker)."""
+    series: dict[str, float] = {}
+    for line in fetch(url).splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, number = line.rpartition(" ")
+        series[name] = series.get(name, 0.0) + float(number)
+    return series
+
+
+def value(metrics: dict[str, float], pattern: str) -> float:
+    """The sum of every series whose full name (labels included) matches the regular expression."""
+    regex = re.compile(pattern)
+    return sum(v for k, v in metrics.items() if regex.fullmatch(k))
+
+
+def metric(url: str, series: str) -> float:
+    """The sum of one exact series over every worker's samples; 0 where it is absent."""
+    return scrape(url).get(series, 0.0)

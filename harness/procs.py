@@ -1,4 +1,4 @@
-"""The server's workers, their memory over time and their TCP connections, for the reliability tests.
+"""The server's workers, their memory over time and their TCP connections, for the reliability checks.
 
 circus starts each worker with setsid, so the server's process group holds only the arbiter; its
 workers are found as its descendants instead (bench/processes.py's process_tree).

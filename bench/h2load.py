@@ -1,0 +1,107 @@
+"""Floods from a C load generator: h2load (nghttp2) over HTTP/1.1, at a fixed number of connections that
+each resend as soon as they are answered, or paced at a request rate per connection.
+
+h2load logs every request (start, status, duration) to a file, so each answer's latency comes from
+the generator itself, split by status; its own CPU comes from the kernel's rusage of its process.
+Pacing is per connection and HTTP/1.1 keeps one request outstanding on each: a connection waiting
+for an answer sends nothing, so a paced flood reaches its rate only with connections >= rate x
+latency (FloodPoint reports the rate reached beside the one asked for).
+
+`apt-get install nghttp2-client` (Debian) provides it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitserve.bench.wrk import Upload
+
+SUMMARY = re.compile(
+    r"requests: (?P<total>\d+) total, (?P<started>\d+) started, (?P<done>\d+) done, \d+ succeeded, "
+    r"\d+ failed, (?P<errored>\d+) errored, (?P<timeout>\d+) timeout"
+)
+
+
+class H2loadMissing(RuntimeError):
+    """h2load is not installed."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class H2loadResult:
+    connections: int
+    rate_per_connection: float | None  # None: closed loop
+    duration_s: float
+    started: int  # requests sent
+    done: int  # answered, whatever the status
+    errors: int  # errored (connection reset, refused) and timed out: no answer at all
+    answers: list[Answer]
+    generator_cpu_s: float  # user + system CPU of the h2load process itself
+
+    def latencies_ms(self, status: int) -> list[float]:
+        return [a.latency_ms for a in self.answers if a.status == status]
+
+
+def h2load_binary() -> str:
+    path = shutil.which("h2load")
+    if path is None:
+        raise H2loadMissing("h2load is not installed; on Debian: apt-get install -y nghttp2-client")
+    return path
+
+
+def run_h2load(
+    url: str, upload: Upload, connections: int, duration_s: float, rate_per_connection: float | None = None
+) -> H2loadResult:
+    """`connections` HTTP/1.1 connections posting `upload` for duration_s: each as soon as its last is
+    answered, or at `rate_per_connection` requests/s (fractions allowed)."""
+    with tempfile.TemporaryDirectory(prefix="vitserve-h2load-") as tmp:
+        body, log = Path(tmp) / "body", Path(tmp) / "requests.tsv"
+        body.write_bytes(upload.body)
+        # One thread drives every connection: a second would only take a core from the server.
+        milliseconds = max(1, round(1000 * duration_s))
+        command = [h2load_binary(), "--h1", "-t1", f"-c{connections}", f"-D{milliseconds}ms"]
+        command += ["-d", str(body), "--log-file", str(log)]
+        command += [arg for k, v in upload.headers.items() for arg in ("-H", f"{k}: {v}")]
+        if rate_per_connection is not None:
+            command.append(f"--rps={rate_per_connection:.6g}")
+        proc = subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        proc.communicate()
+        answers = []
+        if log.exists():
+            for line in log.read_text().splitlines():
+                _, code, micros = line.split("\t")
+                answers.append(Answer(int(code), int(micros) / 1000))
+    summary = SUMMARY.search(out)
+    if proc.returncode != 0 or summary is None:
+        raise RuntimeError(f"h2load failed ({proc.returncode}): {err or out}")
+    return H2loadResult(
+        connections=connections,
+        rate_per_connection=rate_per_connection,
+        duration_s=duration_s,
+        started=int(summary["started"]),
+        done=int(summary["done"]),
+        errors=int(summary["errored"]) + int(summary["timeout"]),
+        answers=answers,
+        generator_cpu_s=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.floor(q * len(ordered)))]
