@@ -4,6 +4,14 @@ A BentoML service of its own, declared as a dependency of the API service only i
 that BentoML starts it, restarts it when it dies and asks it in readiness probes. Its work arrives
 over service/model/channel.py's Unix socket, not over BentoML's HTTP: the images of every API worker
 meet in its batcher (runtime/batcher.py).
+
+Why the shape exists, and only for a GPU: one API worker parses and decodes on one event loop under one
+GIL, which caps the images a process can prepare far below what one GPU runs; more pods would each
+load their own copy of the model onto the GPU and split its batches. Several API workers multiply the
+decoding while every image still meets one session's batches. On a CPU it only loses (the model and
+the decoding share the same cores; docs/benchmarks.md, "Several API workers"), so it is off unless
+VITSERVE_API_WORKERS says; the GPU suite serves with several (`vitserve bench gpu --api-workers`, 1
+for the other shape).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as tgrpc
 
-from vitserve.harness.metrics import metric
 from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR, ServerProcess, free_port
+from vitserve.harness.metrics import metric
 from vitserve.runtime.artifact import read_metadata
 
 # A lone image waits this long for company before its batch runs: its call is surely still in flight

@@ -88,7 +88,9 @@ def test_real_responses_match_the_documented_schemas(vitserve_server: str, opena
     jsonschema.validate(batch.json(), schema_for(openapi, "/classify_batch", "200"))
 
 
-def test_every_documented_post_is_served_by_the_route_it_documents(vitserve_server: str, openapi: dict) -> None:
+def test_every_documented_post_is_served_by_the_route_it_documents(
+    vitserve_server: str, openapi: dict
+) -> None:
     # The classify routes' entries are generated from the table the front door serves
     # (service/web/routes.py): each documented POST must reach vitserve's own parsing, which refuses
     # a text body with a JSON error, never BentoML's 404 or 405.

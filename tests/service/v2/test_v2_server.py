@@ -26,8 +26,8 @@ import tritonclient.http.aio as thttp_aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from vitserve.harness.metrics import scrape, value
 from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR, free_port, running_server
+from vitserve.harness.metrics import scrape, value
 from vitserve.runtime.artifact import read_metadata
 from vitserve.runtime.decode import DecodeLimits, decode_image
 
