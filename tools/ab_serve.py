@@ -64,7 +64,9 @@ def main() -> None:
             for c in args.concurrency:
                 for server, upload in order:
                     others = [s for s, _ in servers if s is not server]
-                    points.setdefault((server.spec.name, c), []).append(measure(server, upload, c, others))
+                    point = measure(server, upload, c, others)
+                    points.setdefault((server.spec.name, c), []).append(point)
+                    print(f"  round {round_index + 1} {server.spec.name}: {point}", flush=True)
             print(f"round {round_index + 1} of {args.rounds} done", flush=True)
     finally:
         for server, _ in servers:
@@ -73,14 +75,18 @@ def main() -> None:
     for c in args.concurrency:
         for server, _ in servers:
             rows = points[(server.spec.name, c)]
-            paired = [a.images_per_s / b.images_per_s for a, b in zip(rows, points[(first, c)], strict=True)]
+            # A round where the first variant answered nothing has no ratio; its failures are counted.
+            pairs = zip(rows, points[(first, c)], strict=True)
+            paired = [a.images_per_s / b.images_per_s for a, b in pairs if b.images_per_s > 0]
+            ratio = f"{statistics.median(paired):.3f}" if paired else "-"
             img_s = [r.images_per_s for r in rows]
             cpu = statistics.median(r.server_cpu_ms_per_image for r in rows)
             p50, p99 = statistics.median(r.p50_ms for r in rows), statistics.median(r.p99_ms for r in rows)
             print(
                 f"c={c} {server.spec.name}: img/s median {statistics.median(img_s):.1f} "
                 f"({min(img_s):.1f}-{max(img_s):.1f}), CPU ms/img {cpu:.2f}, p50 {p50:.1f} ms, "
-                f"p99 {p99:.1f} ms; paired ratio to {first}: {statistics.median(paired):.3f}"
+                f"p99 {p99:.1f} ms, failed {sum(r.failed for r in rows)}; paired ratio to {first}: {ratio} "
+                f"({len(paired)} rounds)"
             )
 
 
