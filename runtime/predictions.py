@@ -3,7 +3,8 @@
 The service splits the two: `softmax` runs once per batch in the model's thread (service/model/local.py),
 and `ranked_predictions` runs per request on the event loop in plain Python. NumPy's calls release
 the GIL, and on a loaded worker the loop then waited for a decode thread to hand it back: per-request
-softmax and argsort were half of the event loop's busy time at 64 clients (docs/benchmarks.md).
+softmax and argsort were a large share of the event loop's busy time (docs/benchmarks.md, "Where the
+time goes").
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 speed drifts by tens of percent within minutes, two rounds of that cannot settle a 10-20 % effect.
 Here all the variants stay up (an idle server costs nothing) and each round measures every variant
 at each concurrency within seconds of the others (every server quiet, 1 s warm-up, the server quiet
-again, 4 s measured with wrk), in alternating order. The figure to read is the median over rounds of the
-paired ratio against the first variant: a drift common to a round cancels out of it.
+again, 4 s measured with wrk; `--warmup-s`, `--duration-s`), in alternating order. The figure to
+read is the median over rounds of the paired ratio against the first variant: a drift common to a
+round cancels out of it.
 
 A variant is `base` (vitserve as the bench serves it), `naive` (bench/naive_server.py), a peer of
 `vitserve bench peers` (bentoml, litserve, pytriton, ray: the peers extra) or
@@ -31,15 +32,13 @@ def spec_for(variant: str) -> ServerSpec:
     return {"base": VITSERVE, "naive": NAIVE, **PEERS}.get(variant) or vitserve_variant(variant)
 
 
-# 1 s of warm-up, then 4 s measured: short, so that the variants of a round run close together.
-POINT = BenchConfig(warmup_s=1.0, duration_s=4.0)
-
-
-def measure(server: Server, upload: Upload, concurrency: int, others: list[Server]) -> Point:
+def measure(
+    server: Server, upload: Upload, concurrency: int, others: list[Server], point: BenchConfig
+) -> Point:
     """bench/serve.py's point, short, once every other server is quiet too."""
     for other in others:  # the last point's abandoned requests, still being served there
         wait_quiet(other.pid)
-    return measure_point(server, upload, concurrency, POINT)
+    return measure_point(server, upload, concurrency, point)
 
 
 def main() -> None:
@@ -48,13 +47,18 @@ def main() -> None:
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    # Short, so that the variants of a round run close together; a slow model at many clients needs
+    # longer, or its requests outlast the window and the point counts none of them.
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--duration-s", type=float, default=4.0)
     args = parser.parse_args()
+    point_config = BenchConfig(warmup_s=args.warmup_s, duration_s=args.duration_s)
     workload = workloads.vit_tiny() if args.workload == "vit-tiny" else workloads.digits()
     servers: list[tuple[Server, Upload]] = []
     try:
         for variant in args.variants:
             spec = spec_for(variant)
-            server = Server(spec, workload.model_dir, POINT).start()
+            server = Server(spec, workload.model_dir, point_config).start()
             upload = spec.upload(workload.image, workload.media_type)
             check_answers(server, upload)
             servers.append((server, upload))
@@ -64,7 +68,9 @@ def main() -> None:
             for c in args.concurrency:
                 for server, upload in order:
                     others = [s for s, _ in servers if s is not server]
-                    points.setdefault((server.spec.name, c), []).append(measure(server, upload, c, others))
+                    point = measure(server, upload, c, others, point_config)
+                    points.setdefault((server.spec.name, c), []).append(point)
+                    print(f"  round {round_index + 1} {server.spec.name}: {point}", flush=True)
             print(f"round {round_index + 1} of {args.rounds} done", flush=True)
     finally:
         for server, _ in servers:
@@ -73,14 +79,18 @@ def main() -> None:
     for c in args.concurrency:
         for server, _ in servers:
             rows = points[(server.spec.name, c)]
-            paired = [a.images_per_s / b.images_per_s for a, b in zip(rows, points[(first, c)], strict=True)]
+            # A round where the first variant answered nothing has no ratio; its failures are counted.
+            pairs = zip(rows, points[(first, c)], strict=True)
+            paired = [a.images_per_s / b.images_per_s for a, b in pairs if b.images_per_s > 0]
+            ratio = f"{statistics.median(paired):.3f}" if paired else "-"
             img_s = [r.images_per_s for r in rows]
             cpu = statistics.median(r.server_cpu_ms_per_image for r in rows)
             p50, p99 = statistics.median(r.p50_ms for r in rows), statistics.median(r.p99_ms for r in rows)
             print(
                 f"c={c} {server.spec.name}: img/s median {statistics.median(img_s):.1f} "
                 f"({min(img_s):.1f}-{max(img_s):.1f}), CPU ms/img {cpu:.2f}, p50 {p50:.1f} ms, "
-                f"p99 {p99:.1f} ms; paired ratio to {first}: {statistics.median(paired):.3f}"
+                f"p99 {p99:.1f} ms, failed {sum(r.failed for r in rows)}; paired ratio to {first}: {ratio} "
+                f"({len(paired)} rounds)"
             )
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # An image this small (in bytes, then in pixels by its header) is decoded on the event loop itself:
 # handing it to a thread costs more than decoding it (a future, a wake-up of the loop, the GIL passed
 # between two threads that both run Python). The bounds keep the loop's work per image well under a
-# millisecond; docs/benchmarks.md ("Decoding on the event loop") has the measurements.
+# millisecond; docs/benchmarks.md ("Decoding threads") says how to measure it.
 INLINE_MAX_BYTES = 64 * 1024
 INLINE_MAX_PIXELS = 128 * 128
 

@@ -3,8 +3,8 @@
 The event loop gives up the GIL at every socket read and write; while decode threads hold it, the loop
 waits up to one switch interval to get it back (Python's default: 5 ms). A short interval helps a cheap
 model, where the loop and the decoding are the cost, and hurts a costly one, where ONNX Runtime's
-threads are the cost and every extra switch preempts them (docs/benchmarks.md, "The GIL's switch
-interval"). So by default the interval follows the model.
+threads are the cost and every extra switch preempts them (docs/benchmarks.md, "How ONNX Runtime's
+threads wait, and the thread switch interval"). So by default the interval follows the model.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ meet at a barrier after every operator and wait whenever a decoding thread or th
 one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
 lone request at light load is not left on one thread. A cheap model (the event loop and decoding are
 its cost, as for the default digits model, which two runners made slower) or one on a GPU gets one
-runner with every CPU. docs/benchmarks.md ("Batch runners") has the measurements; runners were
+runner with every CPU. docs/benchmarks.md ("Batch runners sized to the model") has the commands; runners were
 measured on 2 cores only, and on a larger CPU each takes max_batch_size / CPUs images.
 """
 

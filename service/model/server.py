@@ -8,8 +8,9 @@ meet in its batcher (runtime/batcher.py).
 Why the shape exists, and only for a GPU: one API worker parses and decodes on one event loop under one
 GIL, which caps the images a process can prepare far below what one GPU runs; more pods would each
 load their own copy of the model onto the GPU and split its batches. Several API workers multiply the
-decoding while every image still meets one session's batches. On a CPU it only loses (the model and
-the decoding share the same cores; docs/benchmarks.md, "Several API workers"), so it is off unless
+decoding while every image still meets one session's batches. On a small CPU, where the model and the
+decoding share the same cores, it helped only a cheap model at high concurrency, at more CPU per image
+and twice the memory (docs/benchmarks.md, "Several API workers"), so it is off unless
 VITSERVE_API_WORKERS says; the GPU suite serves with several (`vitserve bench gpu --api-workers`, 1
 for the other shape).
 """

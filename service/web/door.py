@@ -2,8 +2,8 @@
 
 BentoML builds a worker's app with its own middlewares outermost (Prometheus request metrics,
 OpenTelemetry tracing, access log, request timeout), and a service's mounted apps run inside them.
-Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md
-has the profile). So the door takes POSTs to the classify paths itself:
+Crossing that stack cost a classify request more than the rest of its serving did (docs/benchmarks.md,
+"Where the time goes", says how to profile it). So the door takes POSTs to the classify paths itself:
 
 - no room (`direct.refusal`, which asks the flow, says so): answered 429 + Retry-After, body unread, after
   `shed_delay_s`: a connection that resends at once then costs one refusal per delay, not one per
