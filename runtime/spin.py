@@ -5,7 +5,8 @@
 - always: ORT's own default; they also spin a while after each run.
 
 On a small CPU spinning loses: the spinning threads take CPU that decoding and HTTP need
-(docs/benchmarks.md, "How ONNX Runtime's threads wait"). With more cores than ORT threads, `run` may win a batch's latency back.
+(docs/benchmarks.md, "How ONNX Runtime's threads wait"). With more cores than ORT threads, `run` may win
+a batch's latency back.
 
 Importable without ONNX Runtime: the settings check the mode where BentoML's arbiter reads them.
 """

@@ -52,9 +52,9 @@ def write_access_log_in_a_thread() -> None:
     """Hand access-log lines to a writer thread instead of writing them on the event loop.
 
     Under load the write of each line to stderr was a large share of the event loop's busy time
-    (py-spy; docs/benchmarks.md, "Where the time goes"): every write releases the GIL, and the loop then waits for a decode thread to
-    hand it back. The lines keep their format and go to the same handlers as before; call once per
-    worker, after `enable_vitserve_logging`.
+    (py-spy; docs/benchmarks.md, "Where the time goes"): every write releases the GIL, and the loop then
+    waits for a decode thread to hand it back. The lines keep their format and go to the same
+    handlers as before; call once per worker, after `enable_vitserve_logging`.
     """
     access = logging.getLogger(ACCESS_LOGGER)
     if any(isinstance(h, QueueHandler) for h in access.handlers):

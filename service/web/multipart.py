@@ -3,9 +3,10 @@
 The classify routes read the whole body first (with its size limit and timeout, service/web/parsing.py),
 so nothing here streams. Starlette's parser, built for streaming, wrapped every file in an UploadFile
 over a SpooledTemporaryFile and called back into Python per header and per chunk, a large share of the
-event loop's busy time (docs/benchmarks.md, "Where the time goes"). Here the boundaries are found with `bytes.find`. The limits
-are Starlette's (files, fields, a field's size) and a part is a file exactly when its Content-
-Disposition has a filename, as there; tests/service/test_multipart.py parses the same bodies both ways.
+event loop's busy time (docs/benchmarks.md, "Where the time goes"). Here the boundaries are found with
+`bytes.find`. The limits are Starlette's (files, fields, a field's size) and a part is a file exactly
+when its Content- Disposition has a filename, as there; tests/service/test_multipart.py parses the same
+bodies both ways.
 """
 
 from __future__ import annotations
