@@ -22,6 +22,7 @@ parsing to be refused.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Container, MutableMapping
 from typing import Any, Protocol
@@ -34,6 +35,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+HOLD_SPREAD = (0.5, 1.5)  # a refusal's hold, as multiples of shed_delay_s
 
 
 class Endpoint(Protocol):
@@ -142,9 +146,17 @@ class FrontDoor:
             log.request_done(scope, status, time.perf_counter() - started)
 
     async def _hold(self, status: int) -> None:
-        """An overload refusal waits shed_delay_s before it goes out; any other answer goes at once."""
+        """An overload refusal waits about shed_delay_s before it goes out; any other answer goes at once.
+
+        Each hold is drawn from HOLD_SPREAD x the delay: with one fixed delay, clients refused together
+        came back together, one herd per delay that found the few free places taken in its first
+        milliseconds, and the server idled until the next (docs/reliability.md).
+        """
         if status == OVERLOADED and self.shed_delay_s > 0:
-            await asyncio.sleep(self.shed_delay_s)
+            await asyncio.sleep(self.hold_s())
+
+    def hold_s(self) -> float:
+        return self.shed_delay_s * random.uniform(*HOLD_SPREAD)
 
 
 async def send_answer(send: Send, answer: Answer) -> None:

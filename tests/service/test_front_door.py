@@ -239,3 +239,12 @@ def test_a_request_counts_from_the_door_until_it_waits_for_its_body() -> None:
     asyncio.run(door(scope, body.get, send))  # type: ignore[arg-type]
     assert seen == [1, 0, 1]
     assert door.in_progress == 0
+
+
+def test_refusals_are_held_for_spread_out_times_around_the_delay() -> None:
+    # One fixed hold sent every client refused together back together: the holds must differ.
+    door = FrontDoor(timeout_s=60, shed_delay_s=1.0)
+    holds = [door.hold_s() for _ in range(2000)]
+    assert min(holds) >= 0.5 and max(holds) <= 1.5
+    assert max(holds) - min(holds) > 0.9  # spread over most of the range, not one value
+    assert len(set(holds)) > 1900
