@@ -11,11 +11,9 @@ own. With `runners` above 1, that many batches may run at once, each in its own 
 session: a batch that queued while another runs starts as soon as a runner is free. The images of
 one batching round are then shared among the runners: each takes at most max_batch_size / runners
 (rounded up), so together they run about max_batch_size images at once, and a runner does not sit
-idle beside one that took everything. On a CPU, single-threaded runs side by side do more per second
+idle beside one that took everything. On a CPU, runs side by side do more per second
 than one run split over intra-op threads, which wait for each other at every operator
-(service/model.py says when the service uses them). A batch that runs alone (no other runner busy,
-nothing queued) may go to `run_alone` instead: a session with every thread, so that a lone request
-is not slowed by the layout that serves many.
+(service/model.py says when the service uses them, and how they share one session).
 """
 
 from __future__ import annotations
@@ -66,14 +64,12 @@ class Batcher:
         max_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
         runners: int = 1,
-        run_alone: RunBatch | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if runners < 1:
             raise ValueError(f"runners must be >= 1, got {runners}")
         self._run = run
-        self._run_alone = run_alone
         self.max_batch_size = max_batch_size
         self.run_size = -(-max_batch_size // runners)  # images one runner takes at most
         self.deadline_s = deadline_s
@@ -165,13 +161,10 @@ class Batcher:
         return batch
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        run = self._run
-        if self._run_alone is not None and len(self._drainers) == 1 and not self._queue:
-            run = self._run_alone  # nothing else runs or waits: the session with every thread
         started = time.perf_counter()
         try:
             scores = await loop.run_in_executor(
-                self._thread, self._stack_and_run, run, [b.pixels for b in batch]
+                self._thread, self._stack_and_run, self._run, [b.pixels for b in batch]
             )
         except Exception as exc:  # the model failed: every image of this batch gets the error
             for item in batch:
@@ -197,10 +190,8 @@ class Batcher:
 
     def warm_up(self, sizes: Sequence[int], image_shape: tuple[int, ...]) -> None:
         """Run each batch size once in the model's thread, before serving (blocking)."""
-        runs = [self._run] if self._run_alone is None else [self._run, self._run_alone]
-        for run in runs:
-            for n in sizes:
-                self._thread.submit(run, np.zeros((n, *image_shape), dtype=np.uint8)).result()
+        for n in sizes:
+            self._thread.submit(self._run, np.zeros((n, *image_shape), dtype=np.uint8)).result()
 
     def close(self) -> None:
         """Refuse new work; batches already queued or running still finish."""

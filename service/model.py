@@ -5,18 +5,17 @@
 second HTTP stack and no serialisation.
 
 How the CPUs run the model is chosen at start-up unless VITSERVE_BATCH_RUNNERS says. A model whose
-batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it gets one
-single-threaded batch runner per CPU, side by side on one session, because the threads of one run
-meet at a barrier after every operator and wait whenever a decoding thread or the event loop takes
-one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
-lone request at light load is not left on one thread. On 2 cores, ViT-Ti/16 with 500x375 JPEGs
-(interleaved A/B, 6 rounds, paired medians; docs/benchmarks.md): two runners served 1.22x, 1.10x
-and 1.23x the images per second of one two-threaded run at 8, 32 and 64 clients but 0.73x at one
-client; with the lone-batch session, 1.24x, 1.08x and 1.15x, and 1.01x at one client (10 rounds). It
-costs a second copy of the weights (ViT-Ti: 374 against 356 MiB at rest). A cheap model (the event
-loop and decoding are its cost, as for the default digits model, which two runners made slower) or
-one on a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a larger CPU
-each takes max_batch_size / CPUs images.
+batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it gets one batch runner
+per CPU, side by side on one session with every CPU's intra-op threads. A batch that runs alone then
+has every thread, and batches that run together share them: ONNX Runtime's pool lets the thread that
+called a run take back the work no pool thread has started, so concurrent runs mostly keep to their
+own threads instead of meeting at a barrier after every operator. One session holds one copy of the
+weights (the Python API has no way to share pre-packed weights between two sessions, and a ViT-B's
+are 330 MiB). The layout replaces single-threaded runners beside a second session for lone batches,
+which held the weights twice; docs/latency.md has both side by side. A cheap model (the event loop
+and decoding are its cost, as for the default digits model, which two runners made slower) or one on
+a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a larger CPU each
+takes max_batch_size / CPUs images.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import numpy as np
 
 from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_sizes
 from vitserve.runtime.cpus import cpu_budget
+from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
 from vitserve.service.gil import CHEAP_MODEL_MS
@@ -49,8 +49,7 @@ class LocalModel:
         self.settings = settings
         self.costly_ms = costly_ms  # a batch of one on one runner's threads at least this: runners
         self.probe_ms: float | None = None  # one runner's batch of one, where it chose the runners
-        # A session with every CPU for a batch that runs alone, beside the runners' single-threaded one.
-        self.alone: OnnxClassifier | None = None
+        before_mib = resident_mib()
         cpus = cpu_budget()
         timed_ms: float | None = None  # the serving session's batch of one, where the probe timed it
         if settings.batch_runners:
@@ -58,8 +57,6 @@ class LocalModel:
             self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
         else:
             self.classifier, runners, timed_ms = self._choose_runners(cpus)
-            if runners > 1 and not settings.intra_op_threads:
-                self.alone = self._load(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             probabilities(self.classifier),
@@ -68,13 +65,17 @@ class LocalModel:
             max_wait_s=settings.batch_wait_ms / 1000,
             observer=observer,
             runners=runners,
-            run_alone=None if self.alone is None else probabilities(self.alone),
         )
         started = time.perf_counter()
         self.batcher.warm_up(warm_up_sizes(self.batcher.run_size), self.classifier.input_shape)
         log.info("warm-up took %.2f s", time.perf_counter() - started)
         # Timing the probe's session again would repeat up to a second of start-up (a ViT-B on a CPU).
         self.batch_one_ms = timed_ms if timed_ms is not None else time_batch_of_one(self.classifier)
+        self.classifier.release_arena()  # at rest, only what a lone request needs stays resident
+        release_free_heap()
+        after_mib = resident_mib()
+        # What loading and warming up the session cost this process: weights, pre-packed copies, arena.
+        self.memory_mib = None if before_mib is None or after_mib is None else after_mib - before_mib
         log.info(
             "%d batch runner(s) of %d intra-op thread(s), up to %d images each",
             runners,
@@ -93,18 +94,20 @@ class LocalModel:
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
         """The session, its batch runners and (if the probe was that session) its batch of one in
-        ms when VITSERVE_BATCH_RUNNERS is 0 (the module docstring says why): loaded with one
-        runner's threads and timed on a batch of one, on the CPU."""
+        ms when VITSERVE_BATCH_RUNNERS is 0 (the module docstring says why): the probe is loaded with
+        one runner's threads and timed on a batch of one, on the CPU."""
         per_run = self.settings.intra_op_threads or 1
         if wants_cuda(self.settings.device) or cpus // per_run < 2:
             return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1, None
         probe = self._load(per_run)
         self.probe_ms = time_batch_of_one(probe)
         runners = runners_for(self.probe_ms, cpus, per_run, self.costly_ms)
-        if runners > 1 or self.settings.intra_op_threads:
+        if self.settings.intra_op_threads:
             return probe, runners, self.probe_ms
-        del probe  # one runner, which gets every CPU: loaded again with them
-        return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1, None
+        # Every CPU's threads, whatever the runners: freed before loading again, so that the weights
+        # are never held twice, even for a moment.
+        del probe
+        return self._load(cpus), runners, None
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
         return await self.batcher.infer(pixels)
@@ -119,7 +122,9 @@ class LocalModel:
             "providers": list(self.classifier.providers),
             "intra_op_threads": self.classifier.intra_op_threads,
             "batch_runners": self.batcher.runners,
-            "alone_intra_op_threads": None if self.alone is None else self.alone.intra_op_threads,
+            "layout": layout(self.batcher.runners, self.classifier.intra_op_threads),
+            "artifact_mib": round(self.classifier.path.stat().st_size / MIB, 1),
+            "memory_mib": None if self.memory_mib is None else round(self.memory_mib, 1),
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
             "batch_one_ms": round(self.batch_one_ms, 3),
@@ -128,6 +133,13 @@ class LocalModel:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def layout(runners: int, threads: int) -> str:
+    """GET /model's one line on how the CPUs run the model."""
+    if runners == 1:
+        return f"one batch at a time on {threads} intra-op thread(s)"
+    return f"{runners} batches at once on one session (one copy of the weights) of {threads} intra-op threads"
 
 
 def probabilities(classifier: OnnxClassifier) -> RunBatch:
