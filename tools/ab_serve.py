@@ -1,14 +1,15 @@
 """Interleaved A/B of servers and settings: every variant started at once, then short alternating points.
 
-    python tools/ab_serve.py vit-tiny --rounds 6 --concurrency 1 8 64 \\
-        base r1:VITSERVE_BATCH_RUNNERS=1 [naive]
+    python tools/ab_serve.py vit-tiny base r1:VITSERVE_BATCH_RUNNERS=1 [naive] \\
+        --rounds 6 --concurrency 1 8 64
 
 `vitserve bench serve` measures one server after another for 10 s a point; on a shared machine whose
 speed drifts by tens of percent within minutes, two rounds of that cannot settle a 10-20 % effect.
 Here all the variants stay up (an idle server costs nothing) and each round measures every variant
 at each concurrency within seconds of the others (every server quiet, 1 s warm-up, the server quiet
 again, 4 s measured with wrk), in alternating order. The figure to read is the median over rounds of the
-paired ratio against the first variant: a drift common to a round cancels out of it.
+paired ratio against the first variant: a drift common to a round cancels out of it. Each server's
+resident memory (its whole process tree) is read once all are up and idle; `--rounds 0` reads only that.
 
 A variant is `base` (vitserve as the bench serves it), `naive` (bench/naive_server.py), a peer of
 `vitserve bench peers` (bentoml, litserve, pytriton, ray: the peers extra) or
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 from vitserve.bench import workloads
 from vitserve.bench.peers import NAIVE, PEERS, VITSERVE, vitserve_variant
-from vitserve.bench.processes import wait_quiet
+from vitserve.bench.processes import tree_rss_mib, wait_quiet
 from vitserve.bench.serve import BenchConfig, Point, Server, ServerSpec, check_answers, measure_point
 from vitserve.bench.wrk import Upload
 
@@ -44,12 +46,12 @@ def measure(server: Server, upload: Upload, concurrency: int, others: list[Serve
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=["digits", "vit-tiny"])
+    parser.add_argument("workload", choices=sorted(workloads.WORKLOADS))
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
-    workload = workloads.vit_tiny() if args.workload == "vit-tiny" else workloads.digits()
+    workload = workloads.WORKLOADS[args.workload]()
     servers: list[tuple[Server, Upload]] = []
     try:
         for variant in args.variants:
@@ -58,6 +60,8 @@ def main() -> None:
             upload = spec.upload(workload.image, workload.media_type)
             check_answers(server, upload)
             servers.append((server, upload))
+        time.sleep(1.0)  # start-up's and the checks' garbage settled, as bench/serve.py reads it
+        rss = {server.spec.name: tree_rss_mib(server.pid) for server, _ in servers}
         points: dict[tuple[str, int], list[Point]] = {}
         for round_index in range(args.rounds):
             order = servers if round_index % 2 == 0 else servers[::-1]
@@ -70,10 +74,14 @@ def main() -> None:
         for server, _ in servers:
             server.stop()
     first = servers[0][0].spec.name
-    for c in args.concurrency:
+    for name, mib in rss.items():
+        print(f"{name}: RSS at rest {mib:.0f} MiB (process tree), {mib / rss[first]:.3f}x {first}'s")
+    for c in args.concurrency if args.rounds else []:  # --rounds 0: memory at rest only
         for server, _ in servers:
             rows = points[(server.spec.name, c)]
-            paired = [a.images_per_s / b.images_per_s for a, b in zip(rows, points[(first, c)], strict=True)]
+            pairs = zip(rows, points[(first, c)], strict=True)
+            # A point where the first variant answered nothing (the machine stalled) pairs with none.
+            paired = [a.images_per_s / b.images_per_s for a, b in pairs if b.images_per_s > 0]
             img_s = [r.images_per_s for r in rows]
             cpu = statistics.median(r.server_cpu_ms_per_image for r in rows)
             p50, p99 = statistics.median(r.p50_ms for r in rows), statistics.median(r.p99_ms for r in rows)
