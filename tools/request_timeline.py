@@ -9,7 +9,7 @@ then driven by one wrk connection while py-spy records every Python thread of th
 flight at a time, a thread's busy samples divided by the requests answered are that step's time per
 request. Each sample goes to the innermost frame that names a step:
 
-  parse    the HTTP and multipart layers (uvicorn, h11/httptools, starlette, python-multipart, BentoML)
+  parse    the HTTP, ASGI and multipart layers (uvicorn, starlette, FastAPI, python-multipart, BentoML)
   decode   runtime/decode.py, the digits normaliser, Pillow
   batch    runtime/batcher.py: queueing and stacking images
   model    onnxruntime's run (the calling thread; ORT's own worker threads are not Python threads)
@@ -42,12 +42,18 @@ from vitserve.bench.wrk import Upload, run_wrk
 RATE_HZ = 1000
 # (step, pattern on a frame "function (file:line)"), tried innermost frame first: the first hit names it.
 STEPS = (
-    ("model", re.compile(r"onnxruntime/")),
+    ("model", re.compile(r"[(/]onnxruntime/")),
     ("scores", re.compile(r"runtime/predictions\.py")),
-    ("decode", re.compile(r"runtime/(decode|digit_preprocess)\.py|/PIL/")),
+    ("decode", re.compile(r"runtime/(decode|digit_preprocess)\.py|[(/]PIL/")),
     ("batch", re.compile(r"runtime/batcher\.py")),
-    ("answer", re.compile(r"/json/|/pydantic|/responses\.py|service/schemas\.py")),
-    ("parse", re.compile(r"/(uvicorn|h11|httptools|starlette|python_multipart|multipart|_?bentoml\w*)/")),
+    (
+        "answer",
+        re.compile(r"[(/](json|pydantic|pydantic_core)/|[(/]starlette/responses\.py|service/schemas\.py"),
+    ),
+    (
+        "parse",
+        re.compile(r"[(/](uvicorn|h11|httptools|starlette|fastapi|python_multipart|multipart|_?bentoml\w*)/"),
+    ),
     ("parse", re.compile(r"service/(multipart|requests|front_door|classify_http)\.py")),
 )
 # Innermost frames of a thread that waits: py-spy's own idle test is unreliable while it does not stop
