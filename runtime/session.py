@@ -133,8 +133,8 @@ class OnnxClassifier:
         return np.asarray(logits, dtype=np.float32)
 
     def release_arena(self) -> None:
-        """A batch of one that gives back, as it ends, the arena memory larger batches took: warm-up's
-        batch of 16 ViT-B images leaves hundreds of MiB that would otherwise stay resident at rest."""
+        """A batch of one that gives back, as it ends, the arena memory larger batches took: otherwise
+        warm-up's largest batch keeps its activations' memory resident at rest (docs/latency.md)."""
         options = ort.RunOptions()
         options.add_run_config_entry(*SHRINK_CPU_ARENA)
         pixels = np.zeros((1, *self.input_shape), dtype=np.uint8)

@@ -6,16 +6,14 @@ second HTTP stack and no serialisation.
 
 How the CPUs run the model is chosen at start-up unless VITSERVE_BATCH_RUNNERS says. A model whose
 batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it gets one batch runner
-per CPU, side by side on one session with every CPU's intra-op threads. A batch that runs alone then
-has every thread, and batches that run together share them: ONNX Runtime's pool lets the thread that
-called a run take back the work no pool thread has started, so concurrent runs mostly keep to their
-own threads instead of meeting at a barrier after every operator. One session holds one copy of the
-weights (the Python API has no way to share pre-packed weights between two sessions, and a ViT-B's
-are 330 MiB). The layout replaces single-threaded runners beside a second session for lone batches,
-which held the weights twice; docs/latency.md has both side by side. A cheap model (the event loop
-and decoding are its cost, as for the default digits model, which two runners made slower) or one on
-a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a larger CPU each
-takes max_batch_size / CPUs images.
+per CPU, side by side on one session with every CPU's intra-op threads: a batch that runs alone has
+every thread, batches that run together share the pool, and the weights are held once (ONNX
+Runtime's Python API cannot share pre-packed weights between two sessions, and a ViT-B's are
+330 MiB). It replaced single-threaded runners beside a second session for lone batches, which held
+the weights twice (docs/latency.md has memory and throughput of both side by side). A cheap model
+(the event loop and decoding are its cost, as for the default digits model, which two runners made
+slower) or one on a GPU gets one runner with every CPU. Runners were measured on 2 cores only; on a
+larger CPU each takes max_batch_size / CPUs images.
 """
 
 from __future__ import annotations
