@@ -1,7 +1,7 @@
 """Interleaved A/B of servers and settings: every variant started at once, then short alternating points.
 
-    python tools/ab_serve.py vit-tiny --rounds 6 --concurrency 1 8 64 \\
-        base r1:VITSERVE_BATCH_RUNNERS=1 [naive]
+    python tools/ab_serve.py vit-tiny base r1:VITSERVE_BATCH_RUNNERS=1 [naive] \\
+        --rounds 6 --concurrency 1 8 64
 
 `vitserve bench serve` measures one server after another for 10 s a point; on a shared machine whose
 speed drifts by tens of percent within minutes, two rounds of that cannot settle a 10-20 % effect.
@@ -9,7 +9,8 @@ Here all the variants stay up (an idle server costs nothing) and each round meas
 at each concurrency within seconds of the others (every server quiet, 1 s warm-up, the server quiet
 again, 4 s measured with wrk; `--warmup-s`, `--duration-s`), in alternating order. The figure to
 read is the median over rounds of the paired ratio against the first variant: a drift common to a
-round cancels out of it.
+round cancels out of it. Each server's resident memory (its whole process tree) is read once all are
+up and idle; `--rounds 0` reads only that.
 
 A variant is `base` (vitserve as the bench serves it), `naive` (bench/naive_server.py), a peer of
 `vitserve bench peers` (bentoml, litserve, pytriton, ray: the peers extra) or
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 from vitserve.bench import workloads
 from vitserve.bench.peers import NAIVE, PEERS, VITSERVE, vitserve_variant
-from vitserve.bench.processes import wait_quiet
+from vitserve.bench.processes import tree_rss_mib, wait_quiet
 from vitserve.bench.serve import BenchConfig, Point, Server, ServerSpec, check_answers, measure_point
 from vitserve.bench.wrk import Upload
 
@@ -43,7 +45,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workload", choices=["digits", "vit-tiny"])
+    parser.add_argument("workload", choices=sorted(workloads.WORKLOADS))
     parser.add_argument("variants", nargs="+")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=4.0)
     args = parser.parse_args()
     point_config = BenchConfig(warmup_s=args.warmup_s, duration_s=args.duration_s)
-    workload = workloads.vit_tiny() if args.workload == "vit-tiny" else workloads.digits()
+    workload = workloads.WORKLOADS[args.workload]()
     servers: list[tuple[Server, Upload]] = []
     try:
         for variant in args.variants:
@@ -62,6 +64,8 @@ def main() -> None:
             upload = spec.upload(workload.image, workload.media_type)
             check_answers(server, upload)
             servers.append((server, upload))
+        time.sleep(1.0)  # start-up's and the checks' garbage settled, as bench/serve.py reads it
+        rss = {server.spec.name: tree_rss_mib(server.pid) for server, _ in servers}
         points: dict[tuple[str, int], list[Point]] = {}
         for round_index in range(args.rounds):
             order = servers if round_index % 2 == 0 else servers[::-1]
@@ -76,7 +80,9 @@ def main() -> None:
         for server, _ in servers:
             server.stop()
     first = servers[0][0].spec.name
-    for c in args.concurrency:
+    for name, mib in rss.items():
+        print(f"{name}: RSS at rest {mib:.0f} MiB (process tree), {mib / rss[first]:.3f}x {first}'s")
+    for c in args.concurrency if args.rounds else []:  # --rounds 0: memory at rest only
         for server, _ in servers:
             rows = points[(server.spec.name, c)]
             # A round where the first variant answered nothing has no ratio; its failures are counted.

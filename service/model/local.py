@@ -25,6 +25,7 @@ import numpy as np
 
 from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_sizes
 from vitserve.runtime.cpus import cpu_budget
+from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
 from vitserve.service.model.gil import CHEAP_MODEL_MS
@@ -47,6 +48,7 @@ class LocalModel:
         self.probe_ms: float | None = None  # one runner's batch of one, where it chose the runners
         # A session with every CPU for a batch that runs alone, beside the runners' single-threaded one.
         self.alone: OnnxClassifier | None = None
+        before_mib = resident_mib()
         cpus = cpu_budget()
         timed_ms: float | None = None  # the serving session's batch of one, where the probe timed it
         if settings.batch_runners:
@@ -71,6 +73,15 @@ class LocalModel:
         log.info("warm-up took %.2f s", time.perf_counter() - started)
         # Timing the probe's session again would repeat up to a second of start-up (a ViT-B on a CPU).
         self.batch_one_ms = timed_ms if timed_ms is not None else time_batch_of_one(self.classifier)
+        # At rest only what a lone request needs stays resident: the arena that warm-up's large batches
+        # grew, and what loading freed into the C heap, go back to the system (docs/latency.md).
+        for session in (self.classifier, self.alone):
+            if session is not None:
+                session.release_arena()
+        release_free_heap()
+        after_mib = resident_mib()
+        # What loading and warming up the sessions cost this process: weights, pre-packed copies, arena.
+        self.memory_mib = None if before_mib is None or after_mib is None else after_mib - before_mib
         log.info(
             "%d batch runner(s) of %d intra-op thread(s), up to %d images each",
             runners,
@@ -116,6 +127,8 @@ class LocalModel:
             "intra_op_threads": self.classifier.intra_op_threads,
             "batch_runners": self.batcher.runners,
             "alone_intra_op_threads": None if self.alone is None else self.alone.intra_op_threads,
+            "artifact_mib": round(self.classifier.path.stat().st_size / MIB, 1),
+            "memory_mib": None if self.memory_mib is None else round(self.memory_mib, 1),
             "max_batch_size": self.settings.max_batch_size,
             "max_latency_ms": self.settings.max_latency_ms,
             "batch_one_ms": round(self.batch_one_ms, 3),

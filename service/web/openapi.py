@@ -61,6 +61,9 @@ class ModelInfo(BaseModel):
     artifact_choice: str
     # The export gate's largest logit change of an image alone vs in mixed batches; None: not gated.
     batch_max_abs_logit: float | None
+    artifact_mib: float  # the served ONNX file
+    # What loading and warming up the model's sessions added to the worker's resident memory, at rest.
+    memory_mib: float | None
     preprocessing: dict[str, object]
     fused_attention: int
     max_batch_size: int

@@ -39,6 +39,10 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
         info = model.info()
     finally:
         model.close()
+    artifact = DEFAULT_MODEL_DIR / str(info["artifact"])
+    assert info["artifact_mib"] == round(artifact.stat().st_size / 2**20, 1)
+    # Resident growth; the heap given back after loading may leave less than before, never None on Linux.
+    assert isinstance(info["memory_mib"], float)
     if cpus < 2:
         assert (info["runners_probe_ms"], info["batch_runners"], info["intra_op_threads"]) == (None, 1, 1)
         assert info["alone_intra_op_threads"] is None
