@@ -303,6 +303,27 @@ def test_runners_share_a_round_of_images_each_taking_at_most_its_part_of_the_bat
     batcher.close()
 
 
+def test_a_batch_that_runs_alone_goes_to_run_alone_and_one_beside_another_to_run() -> None:
+    wide, narrow = GatedModel(calls=2), GatedModel(calls=1)
+    batcher = Batcher(narrow, max_batch_size=8, deadline_s=10, runners=2, run_alone=wide)
+
+    async def go() -> None:
+        first = asyncio.ensure_future(batcher.infer(images(1)))  # nothing else anywhere: alone
+        await until_entered(wide, 1)
+        second = asyncio.ensure_future(batcher.infer(images(2)))  # beside the first: a runner's batch
+        await asyncio.wait_for(until_entered(narrow, 1), timeout=30)
+        narrow.gates[0].set()
+        assert ids_of(await second) == [2]
+        wide.gates[0].set()
+        assert ids_of(await first) == [1]
+        wide.gates[1].set()
+        assert ids_of(await batcher.infer(images(3))) == [3]  # alone again
+
+    asyncio.run(go())
+    assert (wide.batches, narrow.batches) == ([[1], [3]], [[2]])
+    batcher.close()
+
+
 def test_runners_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="runners must be >= 1"):
         Batcher(HeldModel(), max_batch_size=8, deadline_s=10, runners=0)
