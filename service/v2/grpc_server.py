@@ -28,6 +28,7 @@ from vitserve.service.v2.tensors import (
     OutputTensor,
     RequestedOutput,
     check_datatype,
+    check_integer_range,
     check_shape,
     element_count,
     typed_from_raw,
@@ -81,16 +82,9 @@ def typed_contents(
         )
     if datatype == "BYTES":
         return tuple(values)
-    dtype = DTYPES[datatype]
     array = np.asarray(values)
-    if dtype.kind in "iu" and array.size:
-        info = np.iinfo(dtype)
-        low, high = int(array.min()), int(array.max())
-        if low < info.min or high > info.max:
-            raise bad_request(
-                f"input '{name}': {datatype} values lie in [{info.min}, {info.max}], got {low}..{high}"
-            )
-    return array.astype(dtype)
+    check_integer_range(name, datatype, array)
+    return array.astype(DTYPES[datatype])
 
 
 def parse_grpc_request(request: Any) -> InferRequest:

@@ -202,15 +202,21 @@ def typed_from_json(
             f"input '{name}': shape {list(shape)} needs {count} element(s), the data holds {array.size}"
         )
     flat = array.ravel()
-    if dtype.kind in "iu" and flat.size:
+    check_integer_range(name, datatype, flat)
+    with np.errstate(over="ignore"):
+        return flat.astype(dtype)
+
+
+def check_integer_range(name: str, datatype: str, values: np.ndarray) -> None:
+    """Integers sent for an integer datatype must fit it: 300 for a UINT8 is refused, never wrapped."""
+    dtype = DTYPES[datatype]
+    if dtype.kind in "iu" and values.size:
         info = np.iinfo(dtype)
-        low, high = int(flat.min()), int(flat.max())
+        low, high = int(values.min()), int(values.max())
         if low < info.min or high > info.max:
             raise bad_request(
                 f"input '{name}': {datatype} values lie in [{info.min}, {info.max}], got {low}..{high}"
             )
-    with np.errstate(over="ignore"):
-        return flat.astype(dtype)
 
 
 def _kind_words(kind: str) -> str:
