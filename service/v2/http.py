@@ -17,7 +17,7 @@ from vitserve.service.v2.tensors import (
     parse_rest_request,
     v2_refusal_body,
 )
-from vitserve.service.web.door import Endpoint, Receive, Scope, Send
+from vitserve.service.web.door import Endpoint, Receive, Scope, Send, send_answer
 from vitserve.service.web.parsing import RequestParts, read_body
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -32,19 +32,13 @@ class InferEndpoint:
         self.spec = spec
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, body, headers = await self.answer(scope["path"], RequestParts.from_asgi(scope, receive))
-        raw_headers = [
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_answer(send, await self.answer(scope["path"], RequestParts.from_asgi(scope, receive)))
 
     def refusal(self, path: str, requests_in_progress: int) -> Answer | None:
         return self.flow.refusal(requests_in_progress, render=refusal_answer)
 
-    async def answer(self, path: str, request: RequestParts) -> tuple[int, bytes, dict[str, str]]:
-        """(status, body, headers) of one infer request."""
+    async def answer(self, path: str, request: RequestParts) -> Answer:
+        """The answer to one infer request."""
         try:
             return await self._infer(path, request)
         except ApiError as exc:  # reading the body, or admission
@@ -52,11 +46,11 @@ class InferEndpoint:
         except V2Error as exc:
             return self._refused(exc)
 
-    def _refused(self, error: V2Error) -> tuple[int, bytes, dict[str, str]]:
+    def _refused(self, error: V2Error) -> Answer:
         self.flow.metrics.rejected(error.reason)  # counted once, here, where its answer is rendered
-        return error.status, error_body(error), {"content-type": "application/json", **error.headers()}
+        return Answer(error.status, error_body(error), error.headers())
 
-    async def _infer(self, path: str, request: RequestParts) -> tuple[int, bytes, dict[str, str]]:
+    async def _infer(self, path: str, request: RequestParts) -> Answer:
         flow, settings = self.flow, self.settings
         model = infer_model(path)
         assert model is not None, f"{path} is not an infer path"
@@ -67,7 +61,8 @@ class InferEndpoint:
         binary = binary_outputs(parsed)
         outputs = await infer(flow, job)
         body, headers = encode_rest_response(self.spec.name, self.spec.version, parsed.id, outputs, binary)
-        return 200, body, headers
+        media_type = headers.pop("content-type")
+        return Answer(200, body, headers, media_type)
 
 
 def refusal_answer(error: ApiError) -> Answer:

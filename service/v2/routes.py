@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from vitserve.service.v2.errors import V2Error
 from vitserve.service.v2.protocol import V2Protocol
 from vitserve.service.v2.tensors import error_body
+from vitserve.service.web.door import response_of
 from vitserve.service.web.parsing import RequestParts
 from vitserve.service.worker import worker_of
 
@@ -135,5 +136,4 @@ INFER_DOC: dict[str, Any] = {
 @router.post("/v2/models/{name}/infer", **INFER_DOC, summary="Classify images (v2 inference)")
 @router.post("/v2/models/{name}/versions/{version}/infer", **INFER_DOC, summary="v2 inference of one version")
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    status, body, headers = await _v2(request).endpoint.answer(request.url.path, RequestParts.of(request))
-    return Response(body, status, headers)
+    return response_of(await _v2(request).endpoint.answer(request.url.path, RequestParts.of(request)))

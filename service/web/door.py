@@ -27,6 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Container, MutableMapping
 from typing import Any, Protocol
 
+from starlette.responses import Response
+
 from vitserve.service.flow.errors import OVERLOADED, Answer
 from vitserve.service.web.deadline import respond_within
 
@@ -157,6 +159,11 @@ class FrontDoor:
 
     def hold_s(self) -> float:
         return self.shed_delay_s * random.uniform(*HOLD_SPREAD)
+
+
+def response_of(answer: Answer) -> Response:
+    """An Answer as a Starlette Response, for a route that reached FastAPI."""
+    return Response(answer.content(), answer.status, dict(answer.headers), answer.media_type)
 
 
 async def send_answer(send: Send, answer: Answer) -> None:

@@ -28,9 +28,10 @@ from starlette.datastructures import QueryParams
 
 from vitserve.runtime.decode import MEDIA_TYPES
 from vitserve.runtime.rollout import HEAD_FUSIONS
-from vitserve.service.flow.errors import Answer, ApiError
+from vitserve.service.flow.errors import ApiError
 from vitserve.service.flow.explain import FORMATS, ExplainOptions, explanation_body
 from vitserve.service.v2.routes import router as v2_router
+from vitserve.service.web.door import response_of
 from vitserve.service.web.openapi import (
     EXPLAIN_PARAMS,
     IMAGE_ERRORS,
@@ -79,10 +80,6 @@ DIRECT_ROUTES = (
     ),
 )
 DIRECT_PATHS = frozenset(r.path for r in DIRECT_ROUTES)
-
-
-def response_of(answer: Answer) -> Response:
-    return Response(answer.content(), answer.status, dict(answer.headers), answer.media_type)
 
 
 async def _direct(request: Request) -> Response:
