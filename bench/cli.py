@@ -67,16 +67,10 @@ def register_flood(group: argparse._SubParsersAction) -> None:
         description="The first connection count is the capacity point; the rest flood the server, then "
         "open loop paced at each --factors x capacity.",
     )
+    from vitserve.bench.flood import add_flood_arguments
+
     parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
-    parser.add_argument(
-        "--connections", type=int, nargs="+", default=[16, 256, 1024], help="closed loop; the first: capacity"
-    )
-    parser.add_argument(
-        "--factors", type=float, nargs="*", default=[2.0, 5.0, 10.0], help="paced at these x capacity"
-    )
-    parser.add_argument("--max-connections", type=int, default=4096, help="the most a paced point opens")
-    parser.add_argument("--duration-s", type=float, default=8.0)
-    parser.add_argument("--max-in-flight", type=int, default=16)
+    add_flood_arguments(parser, "--duration-s")
     parser.add_argument("--route", choices=["/classify", "/classify_batch"], default="/classify")
     parser.add_argument("--images", type=int, default=4, help="images per /classify_batch request")
     parser.add_argument("--set", action="append", default=[], metavar="VITSERVE_X=V", help="a setting")
@@ -84,7 +78,7 @@ def register_flood(group: argparse._SubParsersAction) -> None:
 
 
 def run_flood_command(args: argparse.Namespace) -> int:
-    from vitserve.bench.flood import FloodConfig, flood_upload, markdown, run_flood
+    from vitserve.bench.flood import flood_config, flood_upload, markdown, run_flood
     from vitserve.bench.workloads import digits
 
     pairs = [pair.split("=", 1) for pair in args.set]
@@ -95,16 +89,7 @@ def run_flood_command(args: argparse.Namespace) -> int:
     workload = digits()
     model_dir = args.model_dir or workload.model_dir
     images = args.images if args.route == "/classify_batch" else 1
-    config = FloodConfig(
-        connections=tuple(args.connections),
-        factors=tuple(args.factors),
-        max_connections=args.max_connections,
-        duration_s=args.duration_s,
-        max_in_flight=args.max_in_flight,
-        route=args.route,
-        images_per_request=images,
-        env=settings,
-    )
+    config = flood_config(args, route=args.route, images_per_request=images, env=settings)
     upload = flood_upload(workload.image, workload.media_type, args.route, images)
     run = run_flood(model_dir, upload, config)
     print(

@@ -19,12 +19,14 @@ from h2load's log), errors, and the server's and h2load's CPU side by side.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vitserve.bench.h2load import H2loadResult, percentile, run_h2load
 from vitserve.bench.processes import ServerProcess, running, tree_cpu_s, tree_rss_mib, wait_quiet
@@ -133,6 +135,42 @@ def paced(
     connections = max(1, min(config.max_connections, needed))
     point = measure(server, upload, config, connections, asked)
     return dataclasses.replace(point, load=f"{factor:g}x capacity, paced")
+
+
+def add_flood_arguments(parser: argparse.ArgumentParser, duration_flag: str) -> None:
+    """The flood's shape, for `vitserve bench flood` and reliability.overload; FloodConfig's defaults."""
+    defaults = FloodConfig()
+    parser.add_argument(
+        "--connections",
+        type=int,
+        nargs="+",
+        default=list(defaults.connections),
+        help="closed loop; the first: capacity",
+    )
+    parser.add_argument(
+        "--factors", type=float, nargs="*", default=list(defaults.factors), help="paced at these x capacity"
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=defaults.max_connections, help="the most a paced point opens"
+    )
+    parser.add_argument(
+        duration_flag, dest="duration_s", type=float, default=defaults.duration_s, help="seconds per point"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=defaults.max_in_flight, help="VITSERVE_MAX_IN_FLIGHT"
+    )
+
+
+def flood_config(args: argparse.Namespace, **more: Any) -> FloodConfig:
+    """The FloodConfig of `add_flood_arguments`' options, and `more` fields."""
+    return FloodConfig(
+        connections=tuple(args.connections),
+        factors=tuple(args.factors),
+        max_connections=args.max_connections,
+        duration_s=args.duration_s,
+        max_in_flight=args.max_in_flight,
+        **more,
+    )
 
 
 def flood_upload(image: bytes, media_type: str, route: str, images: int) -> Upload:

@@ -14,26 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vitserve.bench.flood import FloodConfig, flood_upload, markdown, run_flood
+from vitserve.bench.flood import add_flood_arguments, flood_config, flood_upload, markdown, run_flood
 from vitserve.harness.servers import DEFAULT_MODEL_DIR, SAMPLES_DIR
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each flood point")
-    parser.add_argument("--connections", type=int, nargs="+", default=[16, 256, 1024])
-    parser.add_argument("--factors", type=float, nargs="*", default=[2.0, 5.0, 10.0])
-    parser.add_argument("--max-in-flight", type=int, default=16, help="VITSERVE_MAX_IN_FLIGHT")
-    parser.add_argument("--max-connections", type=int, default=4096, help="the most a paced point opens")
-    args = parser.parse_args()
-    config = FloodConfig(
-        connections=tuple(args.connections),
-        factors=tuple(args.factors),
-        duration_s=args.seconds,
-        max_in_flight=args.max_in_flight,
-        max_connections=args.max_connections,
-        recovery=True,
-    )
+    add_flood_arguments(parser, "--seconds")
+    config = flood_config(parser.parse_args(), recovery=True)
     image = sorted(SAMPLES_DIR.glob("*.png"))[0].read_bytes()
     run = run_flood(DEFAULT_MODEL_DIR, flood_upload(image, "image/png", "/classify", 1), config)
     print(f"model: {DEFAULT_MODEL_DIR}")
