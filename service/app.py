@@ -56,7 +56,8 @@ class VitServe:
 
     def __init__(self) -> None:
         from vitserve.service.v2.http import Beside
-        from vitserve.service.web.routes import DIRECT_PATHS, install_routes
+        from vitserve.service.web.endpoints import DIRECT_PATHS
+        from vitserve.service.web.routes import install_routes
         from vitserve.service.worker import build_worker
 
         enable_vitserve_logging()

@@ -9,16 +9,51 @@ through this endpoint when a request reaches them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from vitserve.runtime.predictions import Prediction
 from vitserve.service.flow.classify import ClassifyFlow
 from vitserve.service.flow.errors import Answer, ApiError
 from vitserve.service.settings import Settings
 from vitserve.service.web.door import Receive, Scope, Send, send_answer
+from vitserve.service.web.openapi import BatchClassification, Classification
 from vitserve.service.web.parsing import RequestParts, parse_image_request, refuse_unknown_query
 
 CLASSIFY_QUERY = frozenset({"top_k"})  # the query parameters /classify and /classify_batch take
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """A POST route answered by the classify endpoint; the front door serves it and FastAPI documents it."""
+
+    path: str
+    field: str  # the multipart field of its images
+    many: bool  # the field repeats
+    answer: type[BaseModel]
+    summary: str
+
+
+DIRECT_ROUTES = (
+    DirectRoute(
+        "/classify",
+        "image",
+        False,
+        Classification,
+        "Classify one image (multipart field `image`, or the raw image as the body)",
+    ),
+    DirectRoute(
+        "/classify_batch",
+        "images",
+        True,
+        BatchClassification,
+        "Classify several images (repeated multipart field `images`); results in the order sent",
+    ),
+)
+DIRECT_PATHS = frozenset(r.path for r in DIRECT_ROUTES)
+ROUTES_BY_PATH = {r.path: r for r in DIRECT_ROUTES}
 
 
 def prediction_body(prediction: Prediction) -> dict[str, Any]:
@@ -45,13 +80,14 @@ class ClassifyEndpoint:
         return self.flow.refusal(requests_in_progress)
 
     async def answer(self, path: str, request: RequestParts) -> Answer:
-        many = path == "/classify_batch"
+        route = ROUTES_BY_PATH[path]
+        many = route.many
         settings, flow = self.settings, self.flow
         try:
             refuse_unknown_query(request.query, CLASSIFY_QUERY)
             parsed = await parse_image_request(
                 request,
-                field="images" if many else "image",
+                field=route.field,
                 many=many,
                 max_bytes=settings.max_body_bytes,
                 body_timeout_s=settings.body_timeout_s,

@@ -3,7 +3,7 @@
 FastAPI gives each route an OpenAPI entry that matches what it really returns, error bodies included;
 BentoML merges it into its own document (/docs.json) and keeps /livez, /readyz and /metrics.
 
-`DIRECT_ROUTES` are the routes the front door serves itself (service/web/door.py), in front of
+`DIRECT_ROUTES` (service/web/endpoints.py) are the routes the front door serves itself, in front of
 BentoML's stack: the door's paths and their OpenAPI entries are both made from that one table, and
 a request that reaches the FastAPI route instead (the door not yet open) gets the same answer from
 the same endpoint. /explain and /model are plain FastAPI routes.
@@ -17,13 +17,11 @@ created at start-up.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
 from starlette.datastructures import QueryParams
 
 from vitserve.runtime.decode import MEDIA_TYPES
@@ -32,12 +30,11 @@ from vitserve.service.flow.errors import ApiError
 from vitserve.service.flow.explain import FORMATS, ExplainOptions, explanation_body
 from vitserve.service.v2.routes import router as v2_router
 from vitserve.service.web.door import response_of
+from vitserve.service.web.endpoints import DIRECT_ROUTES
 from vitserve.service.web.openapi import (
     EXPLAIN_PARAMS,
     IMAGE_ERRORS,
     TOP_K_PARAM,
-    BatchClassification,
-    Classification,
     ModelInfo,
     error_responses,
     explain_responses,
@@ -50,36 +47,6 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 EXPLAIN_QUERY = frozenset({"format", "class", "head_fusion", "top_k"})  # documented in EXPLAIN_PARAMS
-
-
-@dataclass(frozen=True)
-class DirectRoute:
-    """A POST route answered by the classify endpoint (service/web/endpoints.py)."""
-
-    path: str
-    field: str  # the multipart field of its images
-    many: bool  # the field repeats
-    answer: type[BaseModel]
-    summary: str
-
-
-DIRECT_ROUTES = (
-    DirectRoute(
-        "/classify",
-        "image",
-        False,
-        Classification,
-        "Classify one image (multipart field `image`, or the raw image as the body)",
-    ),
-    DirectRoute(
-        "/classify_batch",
-        "images",
-        True,
-        BatchClassification,
-        "Classify several images (repeated multipart field `images`); results in the order sent",
-    ),
-)
-DIRECT_PATHS = frozenset(r.path for r in DIRECT_ROUTES)
 
 
 async def _direct(request: Request) -> Response:

@@ -92,7 +92,7 @@ def test_every_documented_post_is_served_by_the_route_it_documents(
     vitserve_server: str, openapi: dict
 ) -> None:
     # The classify routes' entries are generated from the table the front door serves
-    # (service/web/routes.py): each documented POST must reach vitserve's own parsing, which refuses
+    # (service/web/endpoints.py): each documented POST must reach vitserve's own parsing, which refuses
     # a text body with a JSON error, never BentoML's 404 or 405.
     model = httpx.get(f"{vitserve_server}/model").json()
     posts = {path for path, operations in openapi["paths"].items() if "post" in operations}

@@ -18,7 +18,8 @@ def test_the_arbiter_imports_no_numpy_pillow_or_onnx_runtime() -> None:
 def test_the_front_door_serves_the_direct_routes_and_they_alone_are_generated_from_its_table() -> None:
     from fastapi import FastAPI
 
-    from vitserve.service.web.routes import DIRECT_PATHS, router
+    from vitserve.service.web.endpoints import DIRECT_PATHS
+    from vitserve.service.web.routes import router
 
     app = FastAPI()
     app.include_router(router)
