@@ -8,6 +8,7 @@ refusal is counted once, where its answer is rendered (`Flow.error_answer`, `Flo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -66,6 +67,9 @@ class Flow:
         self.admission = admission
         self.metrics = metrics
         self.retry_after_s = retry_after_s
+        # The door's refusal, rendered once per renderer: under a flood it is most of what the loop
+        # sends, and its status, body and headers never change for this worker's limit.
+        self._refusals: dict[Callable[[ApiError], Answer], Answer] = {}
 
     def overloaded(self, why: str | None = None) -> ApiError:
         why = why or f"this worker is at its limit of {self.admission.limit} images in flight"
@@ -79,7 +83,14 @@ class Flow:
         Every request carries at least one image, so requests in progress count against the image
         limit too; `admitted` then still bounds the images of the ones let in.
         """
-        return None if self.has_room(requests_in_progress) else self.error_answer(self.overloaded(), render)
+        if self.has_room(requests_in_progress):
+            return None
+        answer = self._refusals.get(render)
+        if answer is None:
+            rendered = render(self.overloaded())
+            answer = self._refusals[render] = dataclasses.replace(rendered, body=rendered.content())
+        self.metrics.rejected("overloaded")
+        return answer
 
     def has_room(self, requests_in_progress: int) -> bool:
         """`refusal`'s test alone, for a protocol that answers a refusal its own way (gRPC)."""

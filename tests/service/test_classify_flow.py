@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 import numpy as np
 import pytest
@@ -77,13 +78,27 @@ def test_a_full_worker_refuses_with_retry_after_and_admits_nothing(
     assert flow.refusal(requests_in_progress=2) is not None  # two requests in progress: no room
     assert flow.admission.try_acquire(2)
     assert gauge.value == 2
+    rejected_before = rejected_overloaded(metrics)
     refused = flow.refusal(requests_in_progress=0)
     assert refused is not None and refused.status == 429 and refused.headers == {"Retry-After": "3"}
+    body = json.loads(refused.content())
+    assert body["error"] == "overloaded" and "limit of 2 images in flight" in body["message"]
+    assert flow.refusal(requests_in_progress=0) == refused  # rendered once, the same answer each time
+    assert rejected_overloaded(metrics) == rejected_before + 2  # but every refusal counted
     with pytest.raises(ApiError) as raised:
         asyncio.run(flow.classify((samples()[0],), top_k=1))
     assert raised.value.code == "overloaded"
     flow.admission.release(2)
     assert gauge.value == 0
+
+
+def rejected_overloaded(metrics: ServiceMetrics) -> float:
+    return sum(
+        sample.value
+        for family in metrics.requests_rejected.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("reason") == "overloaded"
+    )
 
 
 def test_one_request_larger_than_the_limit_is_still_served_alone(
