@@ -71,7 +71,12 @@ def register_flood(group: argparse._SubParsersAction) -> None:
 
     parser.add_argument("model_dir", nargs="?", type=Path, default=None, help="default: the shipped model")
     add_flood_arguments(parser, "--duration-s")
-    parser.add_argument("--route", choices=["/classify", "/classify_batch"], default="/classify")
+    parser.add_argument(
+        "--route",
+        choices=["/classify", "/classify_batch", "v2"],
+        default="/classify",
+        help="v2: the model's Open Inference Protocol REST infer path, one BYTES image per request",
+    )
     parser.add_argument("--images", type=int, default=4, help="images per /classify_batch request")
     parser.add_argument("--set", action="append", default=[], metavar="VITSERVE_X=V", help="a setting")
     parser.set_defaults(func=run_flood_command)
@@ -79,6 +84,7 @@ def register_flood(group: argparse._SubParsersAction) -> None:
 
 def run_flood_command(args: argparse.Namespace) -> int:
     from vitserve.bench.flood import flood_config, flood_upload, markdown, run_flood
+    from vitserve.bench.peers import v2_infer_path
     from vitserve.bench.workloads import digits
 
     pairs = [pair.split("=", 1) for pair in args.set]
@@ -89,8 +95,9 @@ def run_flood_command(args: argparse.Namespace) -> int:
     workload = digits()
     model_dir = args.model_dir or workload.model_dir
     images = args.images if args.route == "/classify_batch" else 1
-    config = flood_config(args, route=args.route, images_per_request=images, env=settings)
-    upload = flood_upload(workload.image, workload.media_type, args.route, images)
+    route = v2_infer_path(model_dir) if args.route == "v2" else args.route
+    config = flood_config(args, route=route, images_per_request=images, env=settings)
+    upload = flood_upload(workload.image, workload.media_type, route, images)
     run = run_flood(model_dir, upload, config)
     print(
         f"command: vitserve bench flood {model_dir} --connections {' '.join(map(str, config.connections))} "

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from vitserve.bench.h2load import H2loadResult, percentile, run_h2load
+from vitserve.bench.peers import v2_binary
 from vitserve.bench.processes import ServerProcess, running, tree_cpu_s, tree_rss_mib, wait_quiet
 from vitserve.bench.wrk import Upload
 from vitserve.harness.metrics import counter_by_label, fetch
 from vitserve.harness.procs import RssSampler
 from vitserve.harness.uploads import multipart
+from vitserve.service.v2.paths import INFER_ROUTE, route_label
 
 DEFAULT_SHED_DELAY_S = 1.0  # service settings' shed_delay_ms default: how long a refusal is held
 WARM_UP_S = 2.0  # closed loop at capacity first: the batching cost model's first seconds
@@ -89,8 +91,10 @@ class FloodRun:
 
 
 def answer_counts(url: str, route: str) -> dict[str, float]:
-    """The server's answers so far on `route`, by status code."""
-    return counter_by_label(fetch(url, timeout_s=30), "vitserve_requests_total", "code", route=route)
+    """The server's answers so far on `route` (a path, or its metrics label), by status code."""
+    return counter_by_label(
+        fetch(url, timeout_s=30), "vitserve_requests_total", "code", route=route_label(route)
+    )
 
 
 def measure(
@@ -174,9 +178,12 @@ def flood_config(args: argparse.Namespace, **more: Any) -> FloodConfig:
 
 
 def flood_upload(image: bytes, media_type: str, route: str, images: int) -> Upload:
-    """/classify: the raw image as the body; /classify_batch: `images` copies as multipart parts."""
+    """/classify: the raw image as the body; /classify_batch: `images` copies as multipart parts; a v2
+    infer path: the image as a binary BYTES tensor, answered with the top 5."""
     if route == "/classify":
         return Upload(image, media_type)
+    if route_label(route) == INFER_ROUTE:
+        return v2_binary(image, media_type)
     return Upload(*multipart([("images", f"{i}", image, media_type) for i in range(images)]))
 
 
