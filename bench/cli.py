@@ -299,6 +299,12 @@ def register_peers(group: argparse._SubParsersAction) -> None:
         default=["bentoml", "litserve", "pytriton", "ray"],
         help="peer frameworks to add",
     )
+    parser.add_argument(
+        "--tritonclient",
+        action="store_true",
+        help="instead of the naive server and the peers: vitserve's and PyTriton's v2 REST and gRPC routes "
+        "driven by Triton's own async client (tritonclient), beside vitserve's /classify under wrk",
+    )
     _add_load_options(parser)
     parser.set_defaults(func=run_peers)
 
@@ -334,20 +340,29 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    from vitserve.bench.peers import NAIVE, VITSERVE, available
+    from vitserve.bench.peers import NAIVE, VITSERVE, available, tritonclient_systems
     from vitserve.bench.serve import markdown, run
     from vitserve.bench.workloads import WORKLOADS
 
     config = _config(args)
     variants, flags = _variants(args)
-    command = ["vitserve", "bench", "peers", "--workloads", *args.workloads, "--peers", *args.peers]
+    command = ["vitserve", "bench", "peers", "--workloads", *args.workloads]
+    command += ["--tritonclient"] if args.tritonclient else ["--peers", *args.peers]
     _print_header([*command, *_load_flags(config), *flags], config)
-    peers, missing = available(args.peers)
+    if args.tritonclient:
+        print(
+            "v2 systems: Triton's async client (tritonclient.http.aio / .grpc.aio), one process of its own, "
+            "one image per request as a BYTES tensor, the top 5 through the classification extension"
+        )
+        systems, missing = tritonclient_systems()
+    else:
+        peers, missing = available(args.peers)
+        systems = [NAIVE, *peers]
     workloads = []
     for name in args.workloads:
         w = WORKLOADS[name]()
         workloads.append((w.model_dir, (w.image, w.media_type), w.description))
-    for report in run(workloads, [VITSERVE, *variants, NAIVE, *peers], config, unavailable=missing):
+    for report in run(workloads, [VITSERVE, *variants, *systems], config, unavailable=missing):
         print()
         print(markdown(report, config))
     return 0
