@@ -36,6 +36,9 @@ def register_v2(group: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--rounds", type=int, default=3, help="protocols in rotating order each round")
+    parser.add_argument(
+        "--grpc-streams", type=int, default=1, help="concurrent gRPC calls per HTTP/2 connection (h2load -m)"
+    )
     parser.set_defaults(func=run_v2)
 
 
@@ -46,11 +49,14 @@ def run_v2(args: argparse.Namespace) -> int:
 
     workload = digits()
     model_dir = args.model_dir or workload.model_dir
-    config = V2BenchConfig(tuple(args.concurrency), args.duration_s, args.warmup_s, args.rounds)
+    config = V2BenchConfig(
+        tuple(args.concurrency), args.duration_s, args.warmup_s, args.rounds, args.grpc_streams
+    )
     rates = run(model_dir, workload.image, workload.media_type, config)
     print(
         f"command: vitserve bench v2 {model_dir} --concurrency {' '.join(map(str, config.concurrencies))} "
-        f"--duration-s {config.duration_s:g} --warmup-s {config.warmup_s:g} --rounds {config.rounds}"
+        f"--duration-s {config.duration_s:g} --warmup-s {config.warmup_s:g} --rounds {config.rounds} "
+        f"--grpc-streams {config.grpc_streams}"
     )
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at the end: {load}")
