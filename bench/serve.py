@@ -429,7 +429,11 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
     )
     lines += protocol_ratios(vs, ok)
     # The peers under the same load generator as vitserve's /classify.
-    peers = [n for n in ok if n != "naive" and not n.startswith("vitserve") and ok[n][0].generator == "wrk"]
+    peers = [
+        n
+        for n in ok
+        if n != "naive" and not n.startswith("vitserve") and ok[n] and ok[n][0].generator == "wrk"
+    ]
     for c in vs:
         best = [(median_points(ok[n]), n) for n in peers]
         rivals = [(next((p.images_per_s for p in pts if p.concurrency == c), 0.0), n) for pts, n in best]
