@@ -190,11 +190,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 class GrpcServer:
     """grpcio's asyncio servers for one API worker, all on one port (SO_REUSEPORT), as several workers are.
 
-    A grpcio asyncio server accepts its next call only after the event loop has handed it the last
-    one, one per turn of its accept loop; under many concurrent calls they reached the classify flow
-    one at a time and greedy batching formed batches of one or two, where HTTP's arrive together.
-    ACCEPTORS servers on the same event loop and port, each taking the connections the kernel gives
-    it, let as many calls in per turn.
+    A grpcio asyncio server requests its next call only after the event loop has taken the last one;
+    under many concurrent calls they reached the classify flow one at a time, and greedy batching
+    could batch only what had arrived, where HTTP's requests arrive together. ACCEPTORS servers on
+    the same event loop and port, each taking the connections the kernel gives it, let as many calls
+    in at once (from different connections: one connection's calls are its server's).
     """
 
     def __init__(self, v2: V2Protocol) -> None:
