@@ -36,6 +36,9 @@ def register_v2(group: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration-s", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="unmeasured seconds before each point")
     parser.add_argument("--rounds", type=int, default=3, help="protocols in rotating order each round")
+    parser.add_argument(
+        "--grpc-streams", type=int, default=1, help="concurrent gRPC calls per HTTP/2 connection (h2load -m)"
+    )
     parser.set_defaults(func=run_v2)
 
 
@@ -46,11 +49,14 @@ def run_v2(args: argparse.Namespace) -> int:
 
     workload = digits()
     model_dir = args.model_dir or workload.model_dir
-    config = V2BenchConfig(tuple(args.concurrency), args.duration_s, args.warmup_s, args.rounds)
+    config = V2BenchConfig(
+        tuple(args.concurrency), args.duration_s, args.warmup_s, args.rounds, args.grpc_streams
+    )
     rates = run(model_dir, workload.image, workload.media_type, config)
     print(
         f"command: vitserve bench v2 {model_dir} --concurrency {' '.join(map(str, config.concurrencies))} "
-        f"--duration-s {config.duration_s:g} --warmup-s {config.warmup_s:g} --rounds {config.rounds}"
+        f"--duration-s {config.duration_s:g} --warmup-s {config.warmup_s:g} --rounds {config.rounds} "
+        f"--grpc-streams {config.grpc_streams}"
     )
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs; load average at the end: {load}")
@@ -306,6 +312,12 @@ def register_peers(group: argparse._SubParsersAction) -> None:
         default=["bentoml", "litserve", "pytriton", "ray"],
         help="peer frameworks to add",
     )
+    parser.add_argument(
+        "--tritonclient",
+        action="store_true",
+        help="instead of the naive server and the peers: vitserve's and PyTriton's v2 REST and gRPC routes "
+        "driven by Triton's own async client (tritonclient), beside vitserve's /classify under wrk",
+    )
     _add_load_options(parser)
     parser.set_defaults(func=run_peers)
 
@@ -341,20 +353,29 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_peers(args: argparse.Namespace) -> int:
-    from vitserve.bench.peers import NAIVE, VITSERVE, available
+    from vitserve.bench.peers import NAIVE, VITSERVE, available, tritonclient_systems
     from vitserve.bench.serve import markdown, run
     from vitserve.bench.workloads import WORKLOADS
 
     config = _config(args)
     variants, flags = _variants(args)
-    command = ["vitserve", "bench", "peers", "--workloads", *args.workloads, "--peers", *args.peers]
+    command = ["vitserve", "bench", "peers", "--workloads", *args.workloads]
+    command += ["--tritonclient"] if args.tritonclient else ["--peers", *args.peers]
     _print_header([*command, *_load_flags(config), *flags], config)
-    peers, missing = available(args.peers)
+    if args.tritonclient:
+        print(
+            "v2 systems: Triton's async client (tritonclient.http.aio / .grpc.aio), one process of its own, "
+            "one image per request as a BYTES tensor, the top 5 through the classification extension"
+        )
+        systems, missing = tritonclient_systems()
+    else:
+        peers, missing = available(args.peers)
+        systems = [NAIVE, *peers]
     workloads = []
     for name in args.workloads:
         w = WORKLOADS[name]()
         workloads.append((w.model_dir, (w.image, w.media_type), w.description))
-    for report in run(workloads, [VITSERVE, *variants, NAIVE, *peers], config, unavailable=missing):
+    for report in run(workloads, [VITSERVE, *variants, *systems], config, unavailable=missing):
         print()
         print(markdown(report, config))
     return 0

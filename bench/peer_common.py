@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vitserve.runtime.decode import DecodeLimits, decode_image
-from vitserve.runtime.predictions import top_k_predictions
+from vitserve.runtime.predictions import ranked_predictions, softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 
 TOP_K = 5
@@ -24,6 +24,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=0, help="where the peer has gRPC; 0: any free port")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--max-batch-size", type=int, default=32)
@@ -45,7 +46,14 @@ class PeerModel:
 
     def predict(self, pixels: list[np.ndarray]) -> list[dict[str, Any]]:
         """Decoded images -> one answer each, in one ORT call."""
-        logits = self.classifier.predict_batch(np.stack(pixels))
+        return self.answers(self.probabilities(pixels))
+
+    def probabilities(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """Decoded images -> (N, C) class probabilities, in one ORT call."""
+        return softmax(self.classifier.predict_batch(np.stack(pixels)))
+
+    def answers(self, probabilities: np.ndarray) -> list[dict[str, Any]]:
+        """(N, C) probabilities -> one answer each: the top 5 classes, as every peer gives them."""
         meta = self.metadata
         model = {"name": meta.model_name, "version": meta.model_version}
         return [
@@ -55,5 +63,5 @@ class PeerModel:
                 "top_k": [{"label": t.label, "index": t.index, "score": t.score} for t in p.top_k],
                 "model": model,
             }
-            for p in top_k_predictions(logits, meta.labels, TOP_K)
+            for p in ranked_predictions(probabilities, meta.labels, TOP_K)
         ]

@@ -2,7 +2,9 @@
 
 As PyTriton's examples show it: an `@batch` infer function bound with a DynamicBatcher (max 32,
 5 ms queue delay). Triton's API takes tensors, not forms: the encoded image arrives as a BYTES
-tensor (bench/peers.py builds the request) and the answer leaves as one JSON string per image. Run by
+tensor (bench/peers.py builds the request) and the answer leaves as one JSON string per image (`top_k`)
+and as the class probabilities (`probabilities`, FP32), whose top 5 Triton's classification extension
+gives to a client that asks for them (`vitserve bench peers --tritonclient`). Run by
 the benchmark as `python -m vitserve.bench.peer_pytriton --model-dir D --port P ...`.
 """
 
@@ -34,14 +36,18 @@ def main() -> None:
 
     @batch
     def infer(image: np.ndarray) -> dict[str, Any]:
-        answers = model.predict([model.decode(bytes(item[0])) for item in image])
-        return {"top_k": np.array([[json.dumps(a).encode()] for a in answers], dtype=np.bytes_)}
+        probabilities = model.probabilities([model.decode(bytes(item[0])) for item in image])
+        answers = model.answers(probabilities)
+        return {
+            "top_k": np.array([[json.dumps(a).encode()] for a in answers], dtype=np.bytes_),
+            "probabilities": probabilities.astype(np.float32),
+        }
 
     config = TritonConfig(
         http_address="127.0.0.1",
         http_port=args.port,
         grpc_address="127.0.0.1",
-        grpc_port=free_port(),
+        grpc_port=args.grpc_port or free_port(),
         metrics_port=free_port(),
     )
     with Triton(config=config) as triton:
@@ -49,7 +55,10 @@ def main() -> None:
             model_name="classifier",
             infer_func=infer,
             inputs=[Tensor(name="image", dtype=np.bytes_, shape=(1,))],
-            outputs=[Tensor(name="top_k", dtype=np.bytes_, shape=(1,))],
+            outputs=[
+                Tensor(name="top_k", dtype=np.bytes_, shape=(1,)),
+                Tensor(name="probabilities", dtype=np.float32, shape=(len(model.metadata.labels),)),
+            ],
             config=ModelConfig(
                 max_batch_size=args.max_batch_size,
                 batcher=DynamicBatcher(max_queue_delay_microseconds=int(args.batch_wait_ms * 1000)),

@@ -15,6 +15,10 @@ way their own documentation shows (max batch 32, a ~5 ms window where the batche
             goes as a BYTES tensor in Triton's binary HTTP protocol (a multipart form is not its API)
   ray       bench/peer_ray.py: a Ray Serve deployment with @serve.batch
 
+With `--tritonclient` the Open Inference Protocol is driven by Triton's own async client instead
+(bench/triton_client.py: one image as a BYTES tensor, the top 5 through the classification extension)
+on vitserve's v2 REST and gRPC routes and on PyTriton's, beside vitserve's /classify under wrk.
+
 The peers need `pip install 'vitserve[peers]'`; one that is missing is reported, not skipped.
 """
 
@@ -25,10 +29,11 @@ import json
 import struct
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from vitserve.bench.serve import BenchConfig, ServerSpec
-from vitserve.bench.wrk import Upload
+from vitserve.bench.serve import BenchConfig, LoadClient, Server, ServerSpec
+from vitserve.bench.wrk import Upload, WrkResult
 
 PEER_MODULES = {  # peer -> the module it needs
     "bentoml": "bentoml",
@@ -206,4 +211,66 @@ def available(names: list[str]) -> tuple[list[ServerSpec], dict[str, str]]:
             specs.append(PEERS[name])
         else:
             missing[name] = f"not installed ({module} is missing: pip install 'vitserve[peers]')"
+    return specs, missing
+
+
+def raw_image(data: bytes, media_type: str) -> Upload:
+    """The image as it is: Triton's client builds each request from it."""
+    return Upload(data, media_type)
+
+
+def triton_client(protocol: str, shape: tuple[int, ...]) -> LoadClient:
+    """Triton's async `protocol` client (http or grpc), sending one image as a BYTES tensor of `shape`."""
+
+    def load(server: Server, upload: Upload, concurrency: int, duration_s: float) -> WrkResult:
+        from vitserve.bench.triton_client import run_triton_client
+
+        port = server.port if protocol == "http" else server.grpc_port
+        model = server.classify_path.split("/")[3]  # /v2/models/{name}/infer
+        return run_triton_client(
+            protocol, f"127.0.0.1:{port}", model, upload.body, shape, concurrency, duration_s
+        )
+
+    return load
+
+
+def _through_triton_client(spec: ServerSpec, name: str, protocol: str, shape: tuple[int, ...]) -> ServerSpec:
+    return replace(
+        spec,
+        name=name,
+        upload=raw_image,
+        client=triton_client(protocol, shape),
+        generator=f"tritonclient.{protocol}.aio",
+    )
+
+
+# PyTriton's model batches, so a request's tensor has a batch dimension before the model's [1].
+TRITONCLIENT_VITSERVE = [
+    _through_triton_client(VITSERVE_V2, "vitserve v2 REST", "http", (1,)),
+    replace(
+        _through_triton_client(VITSERVE_V2, "vitserve v2 gRPC", "grpc", (1,)),
+        grpc_listen=lambda port: ((), {"VITSERVE_GRPC_PORT": str(port)}),
+    ),
+]
+TRITONCLIENT_PYTRITON = [
+    _through_triton_client(PEERS["pytriton"], "pytriton v2 REST", "http", (1, 1)),
+    replace(
+        _through_triton_client(PEERS["pytriton"], "pytriton v2 gRPC", "grpc", (1, 1)),
+        grpc_listen=lambda port: (("--grpc-port", str(port)), {}),
+    ),
+]
+
+
+def tritonclient_systems() -> tuple[list[ServerSpec], dict[str, str]]:
+    """vitserve's and PyTriton's v2 routes under Triton's client, and why any cannot run here."""
+    specs, missing = [], {}
+    if importlib.util.find_spec("tritonclient") is None:
+        why = "not installed (tritonclient is missing: pip install 'tritonclient[http,grpc]')"
+        return [], {s.name: why for s in TRITONCLIENT_VITSERVE + TRITONCLIENT_PYTRITON}
+    specs += TRITONCLIENT_VITSERVE
+    pytriton, unavailable = available(["pytriton"])
+    if pytriton:
+        specs += TRITONCLIENT_PYTRITON
+    else:
+        missing.update({s.name: unavailable["pytriton"] for s in TRITONCLIENT_PYTRITON})
     return specs, missing

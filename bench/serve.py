@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from vitserve.bench.processes import ServerProcess, tree_cpu_s, tree_rss_mib, wait_quiet
+from vitserve.bench.processes import ServerProcess, free_port, tree_cpu_s, tree_rss_mib, wait_quiet
 from vitserve.bench.wrk import Upload, WrkResult, run_wrk
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 
@@ -47,6 +47,10 @@ class BenchConfig:
     half_load: bool = True
 
 
+# (server, upload, concurrency, duration_s) -> what a closed loop of that many users was answered
+LoadClient = Callable[["Server", Upload, int, float], WrkResult]
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start one server and send it the benchmark's image."""
@@ -59,6 +63,11 @@ class ServerSpec:
     env: Callable[[Path, BenchConfig], dict[str, str]] = lambda model_dir, config: {}
     # The path for a given model, where it names the model (v2's /v2/models/{name}/infer).
     model_path: Callable[[Path], str] | None = None
+    # (gRPC port) -> the extra argv and environment that make the server listen there too.
+    grpc_listen: Callable[[int], tuple[tuple[str, ...], dict[str, str]]] | None = None
+    # The load generator, where it is not wrk posting `upload` to the classify path, and its name.
+    client: LoadClient | None = None
+    generator: str = "wrk"
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class SystemRun:
     """One server in one round: started, measured at every concurrency, stopped."""
 
     name: str
+    generator: str = "wrk"
     rss_at_rest_mib: float = float("nan")
     processes: int = 0
     points: list[Point] = field(default_factory=list)
@@ -98,11 +108,13 @@ class Server(ServerProcess):
     """A benchmark server started from its spec."""
 
     def __init__(self, spec: ServerSpec, model_dir: Path, config: BenchConfig) -> None:
+        self.grpc_port = free_port() if spec.grpc_listen else 0
+        argv, env = spec.grpc_listen(self.grpc_port) if spec.grpc_listen else ((), {})
         super().__init__(
-            lambda port: spec.command(model_dir, port, config),
-            env=spec.env(model_dir, config),
+            lambda port: [*spec.command(model_dir, port, config), *argv],
+            env={**spec.env(model_dir, config), **env},
             ready_path=spec.ready_path,
-            name=f"bench-{spec.name}",
+            name=f"bench-{spec.name.replace(' ', '-')}",
         )
         self.spec = spec
         self.classify_path = spec.classify_path if spec.model_path is None else spec.model_path(model_dir)
@@ -110,6 +122,11 @@ class Server(ServerProcess):
 
 def check_answers(server: Server, upload: Upload, n: int = 20) -> None:
     """A few requests before measuring: every server must really classify the image, not fail fast."""
+    if server.spec.client is not None:
+        result = server.spec.client(server, upload, 1, 1.0)
+        if result.requests == 0 or result.failed:
+            raise RuntimeError(f"{server.spec.name}: {result.failed} of {result.requests} answers failed")
+        return
     headers = upload.headers
     for _ in range(n):
         response = httpx.post(
@@ -123,10 +140,19 @@ def measure_point(
     server: Server, upload: Upload, concurrency: int, config: BenchConfig, think_ms: float | None = None
 ) -> Point:
     url = server.url + server.classify_path
-    run_wrk(url, upload, concurrency, config.warmup_s, think_ms=think_ms)  # connections open, shapes seen
+    client = server.spec.client
+    if client is not None and think_ms is not None:
+        raise ValueError(f"{server.spec.name}'s load client has no pauses between requests")
+
+    def generate(duration_s: float) -> WrkResult:
+        if client is None:
+            return run_wrk(url, upload, concurrency, duration_s, think_ms=think_ms)
+        return client(server, upload, concurrency, duration_s)
+
+    generate(config.warmup_s)  # connections open, shapes seen
     wait_quiet(server.pid)  # the warm-up's abandoned requests, finished before anything is billed
     cpu_before = tree_cpu_s(server.pid)
-    result: WrkResult = run_wrk(url, upload, concurrency, config.duration_s, think_ms=think_ms)
+    result = generate(config.duration_s)
     cpu = tree_cpu_s(server.pid) - cpu_before
     answered = result.requests - result.failed
     return Point(
@@ -143,7 +169,7 @@ def measure_point(
 def measure_system(
     spec: ServerSpec, model_dir: Path, payload: tuple[bytes, str], config: BenchConfig
 ) -> SystemRun:
-    run = SystemRun(spec.name)
+    run = SystemRun(spec.name, spec.generator)
     server = Server(spec, model_dir, config)
     try:
         server.start()
@@ -340,13 +366,31 @@ def markdown(report: ModelReport, config: BenchConfig) -> str:
         procs = max(r.processes for r in ok[name])
         failed = sum(p.failed for r in ok[name] for p in r.points)
         lines.append(f"{cpu} {rss:.0f} ({procs}) | {failed} |")
-    generator = [p.generator_cpu_ms_per_request for rs in ok.values() for r in rs for p in r.points]
-    if generator:
+    by_wrk = [
+        p.generator_cpu_ms_per_request
+        for rs in ok.values()
+        for r in rs
+        if r.generator == "wrk"
+        for p in r.points
+    ]
+    if by_wrk:
         lines += [
             "",
-            f"load generator (wrk) CPU per request: median {statistics.median(generator):.3f} ms, "
-            f"max {max(generator):.3f} ms",
+            f"load generator (wrk) CPU per request: median {statistics.median(by_wrk):.3f} ms, "
+            f"max {max(by_wrk):.3f} ms",
         ]
+    others = [n for n in names if ok[n] and ok[n][0].generator != "wrk"]
+    if others:
+        lines += ["", "load generator CPU ms per request (its own process), median:", ""]
+        lines += [
+            "| server (generator) | " + " | ".join(f"c={c}" for c in cs) + " |",
+            "| --- |" + " ---: |" * len(cs),
+        ]
+        for name in others:
+            cells = row(
+                name, lambda c, ps: f"{statistics.median(p.generator_cpu_ms_per_request for p in ps):.2f}"
+            )
+            lines.append(cells.replace(f"| {name} |", f"| {name} ({ok[name][0].generator}) |", 1))
     failures = [(n, r.error) for n, rs in runs.items() for r in rs if r.error]
     if failures:
         lines += ["", "not measured:"]
@@ -383,7 +427,13 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
         f"{peak.images_per_s / ceiling:.0%} (c={peak.concurrency}); / the best of those and the "
         f"side-by-side runners: {peak.images_per_s / max(ceiling, report.model_only_runners):.0%}"
     )
-    peers = [n for n in ok if n != "naive" and not n.startswith("vitserve")]
+    lines += protocol_ratios(vs, ok)
+    # The peers under the same load generator as vitserve's /classify.
+    peers = [
+        n
+        for n in ok
+        if n != "naive" and not n.startswith("vitserve") and ok[n] and ok[n][0].generator == "wrk"
+    ]
     for c in vs:
         best = [(median_points(ok[n]), n) for n in peers]
         rivals = [(next((p.images_per_s for p in pts if p.concurrency == c), 0.0), n) for pts, n in best]
@@ -401,4 +451,31 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
             f"connections pausing at random): p50 {half.p50_ms:.1f} ms, p99 {half.p99_ms:.1f} ms, "
             f"p99/p50 {ratio:.2f}, errors {half.failed}"
         )
+    return lines
+
+
+V2_PROTOCOLS = (
+    "v2 REST",
+    "v2 gRPC",
+)  # `vitserve bench peers --tritonclient` names its systems "SERVER PROTOCOL"
+
+
+def protocol_ratios(classify: dict[int, Point], ok: dict[str, list[SystemRun]]) -> list[str]:
+    """Each v2 protocol against vitserve's /classify, and vitserve against PyTriton on each protocol."""
+    lines = []
+    for protocol in V2_PROTOCOLS:
+        if not ok.get(f"vitserve {protocol}"):
+            continue
+        ours = {p.concurrency: p for p in median_points(ok[f"vitserve {protocol}"])}
+        generator = ok[f"vitserve {protocol}"][0].generator
+        ratios = ", ".join(
+            f"c={c} {ours[c].images_per_s / classify[c].images_per_s:.2f}x" for c in classify if c in ours
+        )
+        lines.append(f"- vitserve {protocol} ({generator}) / vitserve /classify (wrk) img/s: {ratios}")
+        if ok.get(f"pytriton {protocol}"):
+            theirs = {p.concurrency: p for p in median_points(ok[f"pytriton {protocol}"])}
+            ratios = ", ".join(
+                f"c={c} {ours[c].images_per_s / theirs[c].images_per_s:.2f}x" for c in ours if c in theirs
+            )
+            lines.append(f"- vitserve / pytriton, {protocol} ({generator}) img/s: {ratios}")
     return lines

@@ -4,10 +4,11 @@ One vitserve server; per round and concurrency, in rotating order, three closed 
 request, each from a C load generator: `/classify` (a multipart upload, wrk), v2 REST (the image as a
 BYTES tensor in Triton's binary tensor data extension, the top 5 as classification strings, wrk) and
 v2 gRPC (the same request as a ModelInferRequest with raw_input_contents, h2load over h2c, one stream
-per connection). What was served is the server's own count of 200s per route
+per connection, or with `--grpc-streams N` N streams on each of c/N connections, as one client's
+channel multiplexes its calls). What was served is the server's own count of 200s per route
 (vitserve_requests_total), so a gRPC error inside an HTTP/2 200 is never counted as served.
 
-    vitserve bench v2 [MODEL_DIR] [--concurrency 8 64] [--duration-s 8] [--rounds 3]
+    vitserve bench v2 [MODEL_DIR] [--concurrency 8 64] [--duration-s 8] [--rounds 3] [--grpc-streams 1]
 
 `apt-get install wrk nghttp2-client` provides the generators.
 """
@@ -38,6 +39,7 @@ class V2BenchConfig:
     duration_s: float = 8.0
     warmup_s: float = 2.0
     rounds: int = 3
+    grpc_streams: int = 1  # concurrent gRPC calls per HTTP/2 connection
 
 
 def grpc_body(image: bytes, model_name: str) -> bytes:
@@ -52,13 +54,16 @@ def grpc_body(image: bytes, model_name: str) -> bytes:
     return b"\x00" + struct.pack(">I", len(message)) + message
 
 
-def run_h2load(url: str, body: Path, concurrency: int, duration_s: float) -> None:
+def run_h2load(url: str, body: Path, concurrency: int, duration_s: float, streams: int = 1) -> None:
+    """`concurrency` closed-loop gRPC calls, `streams` of them on each HTTP/2 connection."""
     h2load = shutil.which("h2load")
     if h2load is None:
         raise RuntimeError("h2load is not installed (apt-get install nghttp2-client)")
     headers = ("-H", "content-type: application/grpc", "-H", "te: trailers")
     duration = f"{round(1000 * duration_s)}ms"  # h2load takes whole units
-    command = [h2load, "-c", str(concurrency), "-m", "1", "-D", duration, "-d", str(body), *headers, url]
+    streams = max(1, min(streams, concurrency))
+    connections = ["-c", str(max(1, concurrency // streams)), "-m", str(streams)]
+    command = [h2load, *connections, "-D", duration, "-d", str(body), *headers, url]
     subprocess.run(command, check=True, capture_output=True, timeout=duration_s + 60)
 
 
@@ -95,7 +100,8 @@ def run(
             elif protocol == "v2 REST":
                 run_wrk(server.url + infer_path, v2_binary(image, media_type), concurrency, duration_s)
             else:
-                run_h2load(f"http://127.0.0.1:{grpc_port}{GRPC_INFER}", body, concurrency, duration_s)
+                url = f"http://127.0.0.1:{grpc_port}{GRPC_INFER}"
+                run_h2load(url, body, concurrency, duration_s, config.grpc_streams)
 
         for round_index in range(config.rounds):
             for c in config.concurrencies:

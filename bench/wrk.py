@@ -125,17 +125,28 @@ def run_wrk(
         # wrk takes whole seconds only.
         command = [wrk_binary(), "-t1", f"-c{concurrency}", f"-d{max(1, math.ceil(duration_s))}s"]
         command += [f"--timeout={max(1, math.ceil(timeout_s))}s", "-s", str(script), url]
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        proc.communicate()
+        out, cpu_s = run_generator(command, env, "wrk")
+    return parse_summary(out, concurrency, cpu_s, "wrk")
+
+
+def run_generator(command: list[str], env: dict[str, str], name: str) -> tuple[str, float]:
+    """Run a load generator to its end: (its stdout, user + system CPU seconds of the process itself)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {err or out}")
+        raise RuntimeError(f"{name} failed ({proc.returncode}): {err or out}")
+    return out, usage.ru_utime + usage.ru_stime
+
+
+def parse_summary(out: str, concurrency: int, cpu_s: float, name: str) -> WrkResult:
+    """The last JSON line a generator printed (LUA's done() format) -> its result."""
     line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}\n{err}")
+        raise RuntimeError(f"{name} printed no summary:\n{out}")
     s = json.loads(line)
     failed = s["connect"] + s["read"] + s["write"] + s["status"] + s["timeout"]
     return WrkResult(
@@ -146,6 +157,6 @@ def run_wrk(
         p50_ms=s["p50_us"] / 1000,
         p99_ms=s["p99_us"] / 1000,
         max_ms=s["max_us"] / 1000,
-        generator_cpu_s=usage.ru_utime + usage.ru_stime,
+        generator_cpu_s=cpu_s,
         socket_errors=s["connect"] + s["read"] + s["write"] + s["timeout"],
     )

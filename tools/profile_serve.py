@@ -1,10 +1,12 @@
 """Where a loaded vitserve API worker's time goes: py-spy samples it while wrk drives /classify.
 
     .venv-peers/bin/python tools/profile_serve.py digits 64 --out /tmp/stacks.txt
+    .venv-peers/bin/python tools/profile_serve.py digits 64 --protocol grpc --native --out /tmp/grpc.txt
 
 Starts `vitserve serve` on a bench workload (bench/workloads.py), warms it up, records py-spy's raw
-stacks (every thread, idle samples included) for 12 s under `concurrency` wrk connections, and prints
-each thread's busy share and the event loop's time by package. Needs py-spy (the peers extra).
+stacks (every thread, idle samples included) for 12 s under `concurrency` wrk connections (or, with
+`--protocol grpc`, h2load's gRPC ModelInfer calls as `vitserve bench v2` sends them), and prints each
+thread's busy share and the event loop's time by package. Needs py-spy (the peers extra).
 """
 
 from __future__ import annotations
@@ -14,22 +16,37 @@ import collections
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
-from vitserve.bench.processes import ServerProcess, process_tree, running
+from vitserve.bench.peers import v2_infer_path
+from vitserve.bench.processes import ServerProcess, free_port, process_tree, running
+from vitserve.bench.v2 import GRPC_INFER, grpc_body, run_h2load, served
 from vitserve.bench.workloads import WORKLOADS
 from vitserve.bench.wrk import Upload, run_wrk
 
 IDLE_LEAVES = ("Runner.run", "_worker (concurrent/futures/thread.py", "Condition.wait")
 
 
-def record(workload: str, concurrency: int, out: Path, seconds: float) -> float:
+def record(
+    workload: str,
+    concurrency: int,
+    out: Path,
+    seconds: float,
+    protocol: str = "classify",
+    native: bool = False,
+) -> float:
     w = WORKLOADS[workload]()
+    grpc_port = free_port()
     env = {"VITSERVE_MODEL_DIR": str(w.model_dir), "VITSERVE_INTRA_OP_THREADS": "2", "VITSERVE_DEVICE": "cpu"}
+    env["VITSERVE_GRPC_PORT"] = str(grpc_port)
     spy = shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install -e '.[peers]'")
-    with running(ServerProcess(env=env)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="vitserve-profile-") as tmp,
+        running(ServerProcess(env=env)) as server,
+    ):
         assert server.proc is not None
         (worker,) = [
             p
@@ -37,13 +54,26 @@ def record(workload: str, concurrency: int, out: Path, seconds: float) -> float:
             if "--service-name vitserve " in " ".join(p.cmdline()) + " "
         ]
         upload = Upload.multipart("image", "image." + w.media_type.split("/")[1], w.image, w.media_type)
-        run_wrk(server.url + "/classify", upload, concurrency, 3)  # warm-up
+        body = Path(tmp) / "grpc.bin"
+        body.write_bytes(grpc_body(w.image, v2_infer_path(w.model_dir).split("/")[3]))
+
+        def load(duration_s: float) -> float:
+            """img/s answered under `concurrency` closed-loop connections of the protocol profiled."""
+            if protocol == "classify":
+                return run_wrk(server.url + "/classify", upload, concurrency, duration_s).ok_per_s
+            before, _ = served(server.url, GRPC_INFER)
+            run_h2load(f"http://127.0.0.1:{grpc_port}{GRPC_INFER}", body, concurrency, duration_s)
+            return (served(server.url, GRPC_INFER)[0] - before) / duration_s
+
+        load(3)  # warm-up
         command = [spy, "record", "-p", str(worker.pid), "--duration", f"{seconds:g}", "--rate", "200"]
-        command += ["--format", "raw", "--threads", "--idle", "--nonblocking", "-o", str(out)]
+        command += ["--format", "raw", "--threads", "--idle", "-o", str(out)]
+        # py-spy unwinds native stacks only with the process paused at each sample.
+        command += ["--native"] if native else ["--nonblocking"]
         sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        result = run_wrk(server.url + "/classify", upload, concurrency, seconds - 2)
+        rate = load(seconds - 2)
         sampler.wait()
-    return result.ok_per_s
+    return rate
 
 
 def summarise(stacks: Path) -> None:
@@ -75,9 +105,11 @@ def main() -> None:
     parser.add_argument("concurrency", type=int)
     parser.add_argument("--out", type=Path, default=Path("stacks.txt"))
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--protocol", choices=["classify", "grpc"], default="classify")
+    parser.add_argument("--native", action="store_true", help="py-spy --native: C frames (grpcio's) too")
     args = parser.parse_args()
-    rate = record(args.workload, args.concurrency, args.out, args.seconds)
-    print(f"{args.workload} c={args.concurrency}: {rate:.1f} img/s")
+    rate = record(args.workload, args.concurrency, args.out, args.seconds, args.protocol, args.native)
+    print(f"{args.workload} {args.protocol} c={args.concurrency}: {rate:.1f} img/s")
     summarise(args.out)
 
 

@@ -8,6 +8,7 @@ grpcio itself with RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ CONTENTS_FIELDS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+ACCEPTORS = 8  # gRPC servers per worker on one port: calls accepted per turn of the event loop (GrpcServer)
 OK_STATUS = 200  # what vitserve_requests' code label records for an answered call, as for HTTP
 
 
@@ -186,26 +188,37 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """grpcio's asyncio server for one API worker; several workers share the port (SO_REUSEPORT)."""
+    """grpcio's asyncio servers for one API worker, all on one port (SO_REUSEPORT), as several workers are.
+
+    A grpcio asyncio server requests its next call only after the event loop has taken the last one;
+    under many concurrent calls they reached the classify flow one at a time, and greedy batching
+    could batch only what had arrived, where HTTP's requests arrive together. ACCEPTORS servers on
+    the same event loop and port, each taking the connections the kernel gives it, let as many calls
+    in at once (from different connections: one connection's calls are its server's).
+    """
 
     def __init__(self, v2: V2Protocol) -> None:
         self.v2 = v2
         self.started = False
         limit = v2.settings.max_body_bytes + 64 * 1024  # the images plus the request's framing
-        self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(v2), self.server)
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        service = InferenceService(v2)  # one count of calls in progress for the admission rule
+        self.servers = [
+            grpc.aio.server(options=[*options, ("grpc.so_reuseport", 1)]) for _ in range(ACCEPTORS)
+        ]
+        for server in self.servers:
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
 
     async def start(self, host: str, port: int) -> None:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        bound = self.server.add_insecure_port(address)
-        if bound == 0:
-            raise RuntimeError(f"gRPC could not listen on {address}")
-        await self.server.start()
+        for server in self.servers:
+            if server.add_insecure_port(address) == 0:
+                raise RuntimeError(f"gRPC could not listen on {address}")
+        for server in self.servers:
+            await server.start()
         self.started = True
         log.info("gRPC (inference.GRPCInferenceService) listening on %s", address)
 
     async def stop(self, grace_s: float) -> None:
         self.started = False
-        await self.server.stop(grace_s)
+        await asyncio.gather(*(server.stop(grace_s) for server in self.servers))

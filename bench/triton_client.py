@@ -1,0 +1,158 @@
+"""A closed-loop load generator built on Triton's own async client (tritonclient.http.aio, .grpc.aio).
+
+`concurrency` tasks, each sending its next inference request as soon as its last is answered: one
+encoded image as a BYTES tensor, the top 5 asked for through the classification extension on the
+`probabilities` output, every answer checked to hold 5 classes. It runs as a process of its own
+(`python -m vitserve.bench.triton_client ...`, started by `run_triton_client`), so that its CPU is
+read from the kernel apart from the server's, and prints wrk's summary (bench/wrk.py) as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitserve.bench.wrk import WrkResult, parse_summary, run_generator
+
+TOP_K = 5
+OUTPUT = "probabilities"
+PROTOCOLS = ("http", "grpc")
+
+
+@dataclass
+class Tally:
+    latencies_us: list[float] = field(default_factory=list)
+    status: int = 0  # answered with an error, or with an answer of the wrong shape
+    read: int = 0  # no answer: the connection failed
+
+
+def _client(protocol: str, url: str) -> Any:
+    if protocol == "http":
+        import tritonclient.http.aio as thttp
+
+        return thttp.InferenceServerClient(url, conn_limit=1024)
+    import tritonclient.grpc.aio as tgrpc
+
+    return tgrpc.InferenceServerClient(url)
+
+
+def _request(protocol: str, image: bytes, shape: list[int]) -> tuple[list[Any], list[Any]]:
+    """The request's inputs and outputs, built once and sent unchanged by every call."""
+    if protocol == "http":
+        import tritonclient.http.aio as thttp
+
+        http_input = thttp.InferInput("image", shape, "BYTES")
+        http_input.set_data_from_numpy(np.array([image], dtype=np.object_).reshape(shape), binary_data=True)
+        return [http_input], [thttp.InferRequestedOutput(OUTPUT, binary_data=False, class_count=TOP_K)]
+    import tritonclient.grpc.aio as tgrpc
+
+    grpc_input = tgrpc.InferInput("image", shape, "BYTES")
+    grpc_input.set_data_from_numpy(np.array([image], dtype=np.object_).reshape(shape))
+    return [grpc_input], [tgrpc.InferRequestedOutput(OUTPUT, class_count=TOP_K)]
+
+
+async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
+    from tritonclient.utils import InferenceServerException
+
+    client = _client(args.protocol, args.url)
+    inputs, outputs = _request(args.protocol, args.image.read_bytes(), args.shape)
+    lost: tuple[type[Exception], ...] = (OSError,)
+    if args.protocol == "http":
+        import aiohttp
+
+        lost = (OSError, aiohttp.ClientError)
+    tally = Tally()
+    deadline = time.perf_counter() + args.duration_s
+
+    async def user() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                result = await client.infer(args.model, inputs, outputs=outputs)
+                ok = result.as_numpy(OUTPUT).shape[-1] == TOP_K
+            except InferenceServerException:
+                ok = False
+            except lost:
+                tally.read += 1
+                continue
+            finished = time.perf_counter()
+            if finished > deadline:
+                return  # answered after the end: not counted, as wrk does not
+            if ok:
+                tally.latencies_us.append(1e6 * (finished - started))
+            else:
+                tally.status += 1
+
+    started = time.perf_counter()
+    users = [asyncio.ensure_future(user()) for _ in range(args.concurrency)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*users), args.duration_s + args.timeout_s)
+    finally:
+        for task in users:
+            task.cancel()
+        await client.close()
+    duration_us = 1e6 * min(time.perf_counter() - started, args.duration_s)
+    latencies = np.array(tally.latencies_us or [0.0])
+    return {
+        "requests": len(tally.latencies_us) + tally.status,
+        "duration_us": round(duration_us),
+        "connect": 0,
+        "read": tally.read,
+        "write": 0,
+        "status": tally.status,
+        "timeout": 0,
+        "p50_us": round(float(np.percentile(latencies, 50))),
+        "p99_us": round(float(np.percentile(latencies, 99))),
+        "max_us": round(float(latencies.max())),
+    }
+
+
+def run_triton_client(
+    protocol: str,
+    url: str,
+    model: str,
+    image: bytes,
+    shape: tuple[int, ...],
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 30,
+) -> WrkResult:
+    """`concurrency` closed-loop users of tritonclient's `protocol` client on `url` (host:port)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    with tempfile.TemporaryDirectory(prefix="vitserve-tc-") as tmp:
+        path = Path(tmp) / "image"
+        path.write_bytes(image)
+        command = [sys.executable, "-m", "vitserve.bench.triton_client", protocol, url, model, str(path)]
+        command += ["--shape", *map(str, shape), "--concurrency", str(concurrency)]
+        command += ["--duration-s", f"{duration_s:g}", "--timeout-s", f"{timeout_s:g}"]
+        out, cpu_s = run_generator(command, dict(os.environ), f"tritonclient ({protocol})")
+    return parse_summary(out, concurrency, cpu_s, f"tritonclient ({protocol})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("protocol", choices=PROTOCOLS)
+    parser.add_argument("url", help="host:port")
+    parser.add_argument("model")
+    parser.add_argument("image", type=Path, help="an encoded image, sent as is")
+    parser.add_argument("--shape", type=int, nargs="+", default=[1], help="of the BYTES input")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--duration-s", type=float, default=1.0)
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="for the last answers")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(closed_loop(args))))
+
+
+if __name__ == "__main__":
+    main()
