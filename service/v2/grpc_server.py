@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from vitserve.service.flow.errors import ApiError
+from vitserve.service.flow.errors import OVERLOADED, ApiError
 from vitserve.service.v2 import grpc_predict_v2_pb2 as pb
 from vitserve.service.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from vitserve.service.v2.errors import V2Error, bad_request, from_api_error
@@ -34,6 +34,7 @@ from vitserve.service.v2.tensors import (
     element_count,
     typed_from_raw,
 )
+from vitserve.service.web.door import hold_refusal
 
 if TYPE_CHECKING:
     from vitserve.service.v2.protocol import V2Protocol
@@ -166,6 +167,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             return response
         finally:
             self.in_progress -= 1
+        if error.status == OVERLOADED:  # held as REST's refusals are, its place already given back
+            await hold_refusal(self.v2.settings.shed_delay_ms / 1000)
         metrics.rejected(error.reason)  # counted once, here, where its status is sent
         metrics.request_done(INFER_METHOD, error.status, time.perf_counter() - started)
         await context.abort(grpc.StatusCode[error.grpc_code], error.message)

@@ -148,17 +148,26 @@ class FrontDoor:
             log.request_done(scope, status, time.perf_counter() - started)
 
     async def _hold(self, status: int) -> None:
-        """An overload refusal waits about shed_delay_s before it goes out; any other answer goes at once.
-
-        Each hold is drawn from HOLD_SPREAD x the delay: with one fixed delay, clients refused together
-        came back together, one herd per delay that found the few free places taken in its first
-        milliseconds, and the server idled until the next (docs/reliability.md).
-        """
-        if status == OVERLOADED and self.shed_delay_s > 0:
-            await asyncio.sleep(self.hold_s())
+        if status == OVERLOADED:
+            await hold_refusal(self.shed_delay_s)
 
     def hold_s(self) -> float:
-        return self.shed_delay_s * random.uniform(*HOLD_SPREAD)
+        return hold_s(self.shed_delay_s)
+
+
+async def hold_refusal(shed_delay_s: float) -> None:
+    """An overload refusal, on any protocol, waits about shed_delay_s before it goes out.
+
+    Each hold is drawn from HOLD_SPREAD x the delay: with one fixed delay, clients refused together
+    came back together, one herd per delay that found the few free places taken in its first
+    milliseconds, and the server idled until the next (docs/reliability.md).
+    """
+    if shed_delay_s > 0:
+        await asyncio.sleep(hold_s(shed_delay_s))
+
+
+def hold_s(shed_delay_s: float) -> float:
+    return shed_delay_s * random.uniform(*HOLD_SPREAD)
 
 
 def response_of(answer: Answer) -> Response:
