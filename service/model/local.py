@@ -28,6 +28,7 @@ from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
+from vitserve.runtime.shared_weights import SharedWeights
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
 
@@ -51,13 +52,23 @@ class LocalModel:
         before_mib = resident_mib()
         cpus = cpu_budget()
         timed_ms: float | None = None  # the serving session's batch of one, where the probe timed it
+        # The weights the runners' and the alone session share, where there are both (CPU only).
+        self.weights: SharedWeights | None = None
         if settings.batch_runners:
             runners = settings.batch_runners
             self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
         else:
-            self.classifier, runners, timed_ms = self._choose_runners(cpus)
+            probe, runners, timed_ms = self._choose_runners(cpus)
             if runners > 1 and not settings.intra_op_threads:
-                self.alone = self._load(cpus)
+                # Loaded again, both on one copy of the weights: the probe's copy goes first.
+                path, threads = probe.path, probe.intra_op_threads
+                del probe
+                release_free_heap()
+                self.weights = SharedWeights(path)
+                self.classifier = self._load(threads, self.weights)
+                self.alone = self._load(cpus, self.weights)
+            else:
+                self.classifier = probe
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             probabilities(self.classifier),
@@ -78,6 +89,8 @@ class LocalModel:
         for session in (self.classifier, self.alone):
             if session is not None:
                 session.release_arena()
+        if self.weights is not None:
+            self.weights.drop_resident_raw()
         release_free_heap()
         after_mib = resident_mib()
         # What loading and warming up the sessions cost this process: weights, pre-packed copies, arena.
@@ -89,14 +102,14 @@ class LocalModel:
             self.batcher.run_size,
         )
 
-    def _load(self, intra_op_threads: int) -> OnnxClassifier:
+    def _load(self, intra_op_threads: int, weights: SharedWeights | None = None) -> OnnxClassifier:
         options = SessionOptions(
             precision=self.settings.precision,
             device=self.settings.device,
             intra_op_threads=intra_op_threads,
             spin=self.settings.ort_spin,
         )
-        return OnnxClassifier(self.settings.model_dir, options)
+        return OnnxClassifier(self.settings.model_dir, options, weights)
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
         """The session, its batch runners and (if the probe was that session) its batch of one in
@@ -127,6 +140,8 @@ class LocalModel:
             "intra_op_threads": self.classifier.intra_op_threads,
             "batch_runners": self.batcher.runners,
             "alone_intra_op_threads": None if self.alone is None else self.alone.intra_op_threads,
+            # The runners' and the alone session read one copy of the weights (runtime/shared_weights.py).
+            "weights_shared": self.weights is not None,
             "artifact_mib": round(self.classifier.path.stat().st_size / MIB, 1),
             "memory_mib": None if self.memory_mib is None else round(self.memory_mib, 1),
             "max_batch_size": self.settings.max_batch_size,

@@ -46,6 +46,7 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
     if cpus < 2:
         assert (info["runners_probe_ms"], info["batch_runners"], info["intra_op_threads"]) == (None, 1, 1)
         assert info["alone_intra_op_threads"] is None
+        assert info["weights_shared"] is False
         return
     probe_ms = info["runners_probe_ms"]
     assert isinstance(probe_ms, float) and probe_ms > 0
@@ -55,6 +56,8 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
     # runner gets every CPU.
     assert info["intra_op_threads"] == (1 if runners > 1 else cpus)
     assert info["alone_intra_op_threads"] == (cpus if runners > 1 else None)
+    # Two sessions read one copy of the weights; one session has nothing to share.
+    assert info["weights_shared"] is (runners > 1)
 
 
 def test_set_runners_are_kept_and_share_the_cpus() -> None:
@@ -70,6 +73,7 @@ def test_set_runners_are_kept_and_share_the_cpus() -> None:
         max(1, cpus // 2),
         None,
     )
+    assert info["weights_shared"] is False
 
 
 def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_that_answer_alike() -> None:
@@ -86,6 +90,8 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
             1,
             cpus,
         )
+        assert info["weights_shared"] is True
+        assert model.alone is not None and model.alone.weights_shared and model.classifier.weights_shared
         assert model.batcher.run_size == -(-settings.max_batch_size // cpus)
         assert info["batch_one_ms"] == info["runners_probe_ms"]  # the probe's session serves: timed once
         pre = model.metadata.preprocessing
