@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from vitserve.runtime.ort_capi import ELEMENT_TYPES, CSession, OrtApiError, c_api
 from vitserve.runtime.session import ModelLoadError
@@ -34,6 +32,10 @@ class SharedWeights:
     """The initializers of one artifact in a file mapping, and the container their packed forms go to."""
 
     def __init__(self, path: Path) -> None:
+        # Imported here: a process that never shares weights (the digits model) need not hold onnx.
+        import onnx
+        from onnx import numpy_helper
+
         self.path = path
         try:
             model = onnx.load(str(path))
