@@ -39,34 +39,31 @@ class SharedWeights:
         self.path = path
         try:
             model = onnx.load(str(path))
-            arrays = [(init.name, numpy_helper.to_array(init)) for init in model.graph.initializer]
         except Exception as exc:  # onnx raises DecodeError, OSError, ValueError, ... by cause
             raise ModelLoadError(f"cannot read the weights of {path}: {exc}") from exc
-        del model
-        # Strings cannot be shared: those (if any) load with the graph as usual.
-        arrays = [(name, a) for name, a in arrays if a.dtype in ELEMENT_TYPES]
-        offsets = []
+        layout: list[tuple[str, np.dtype, tuple[int, ...], int]] = []  # name, dtype, shape, offset
         end = 0
-        for _, array in arrays:
-            offsets.append(end)
-            end += -(-max(array.nbytes, 1) // ALIGN) * ALIGN
         # Unlinked at once: the mapping keeps the file's pages until it is closed, and nothing is left behind.
         with tempfile.TemporaryFile(prefix="vitserve-weights-") as file:
-            for (_, array), offset in zip(arrays, offsets, strict=True):
-                file.seek(offset)
-                file.write(np.ascontiguousarray(array).tobytes())
-            file.truncate(max(end, ALIGN))
+            for init in model.graph.initializer:
+                array = numpy_helper.to_array(init)
+                if array.dtype not in ELEMENT_TYPES:
+                    continue  # strings cannot be shared: those load with the graph as usual
+                file.seek(end)
+                file.write(array.tobytes())  # C order, whatever the array's own
+                layout.append((init.name, array.dtype, array.shape, end))
+                end += -(-max(array.nbytes, 1) // ALIGN) * ALIGN  # one array at a time: peak is the graph
+            del model
+            size = max(end, ALIGN)
+            file.truncate(size)
             file.flush()
-            self.mapping = mmap.mmap(file.fileno(), max(end, ALIGN), access=mmap.ACCESS_READ)
-        self.nbytes = sum(array.nbytes for _, array in arrays)
+            self.mapping = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
         self.views = [
-            np.frombuffer(self.mapping, dtype=array.dtype, count=array.size, offset=offset).reshape(
-                array.shape
-            )
-            for (_, array), offset in zip(arrays, offsets, strict=True)
+            np.frombuffer(self.mapping, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+            for _, dtype, shape, offset in layout
         ]
-        names = [name for name, _ in arrays]
-        del arrays
+        self.nbytes = sum(view.nbytes for view in self.views)
+        names = [name for name, *_ in layout]
         self.values: list[tuple[str, int]] = []
         self.container = 0
         try:
