@@ -34,6 +34,10 @@ from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Sharing the weights loads ONNX Runtime's C library and onnx into the worker (about 32 MiB resident,
+# docs/latency.md): a smaller artifact's second packed copy costs less than that, and keeps it.
+SHARE_WEIGHTS_MIN_MIB = 64.0
+
 
 class LocalModel:
     """One ORT session in this process, loaded and warmed up at every batch size before it serves.
@@ -58,17 +62,9 @@ class LocalModel:
             runners = settings.batch_runners
             self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
         else:
-            probe, runners, timed_ms = self._choose_runners(cpus)
+            self.classifier, runners, timed_ms = self._choose_runners(cpus)
             if runners > 1 and not settings.intra_op_threads:
-                # Loaded again, both on one copy of the weights: the probe's copy goes first.
-                path, threads = probe.path, probe.intra_op_threads
-                del probe
-                release_free_heap()
-                self.weights = SharedWeights(path)
-                self.classifier = self._load(threads, self.weights)
-                self.alone = self._load(cpus, self.weights)
-            else:
-                self.classifier = probe
+                self._load_alone(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             probabilities(self.classifier),
@@ -110,6 +106,19 @@ class LocalModel:
             spin=self.settings.ort_spin,
         )
         return OnnxClassifier(self.settings.model_dir, options, weights)
+
+    def _load_alone(self, cpus: int) -> None:
+        """The session with every CPU beside the runners' one; a large model's two share its weights."""
+        path, threads = self.classifier.path, self.classifier.intra_op_threads
+        if path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
+            self.alone = self._load(cpus)
+            return
+        # Both loaded again, on one copy of the weights: the probe's own copy goes first.
+        del self.classifier
+        release_free_heap()
+        self.weights = SharedWeights(path)
+        self.classifier = self._load(threads, self.weights)
+        self.alone = self._load(cpus, self.weights)
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
         """The session, its batch runners and (if the probe was that session) its batch of one in

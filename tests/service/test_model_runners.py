@@ -19,6 +19,7 @@ from vitserve.models.vit import ViT, ViTConfig
 from vitserve.runtime.artifact import ARTIFACT_FILES, ArtifactMetadata, Preprocessing
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits, decode_opened, open_image
+from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.model.local import LocalModel, runners_for
@@ -65,8 +66,8 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
     # runner gets every CPU.
     assert info["intra_op_threads"] == (1 if runners > 1 else cpus)
     assert info["alone_intra_op_threads"] == (cpus if runners > 1 else None)
-    # Two sessions read one copy of the weights; one session has nothing to share.
-    assert info["weights_shared"] is (runners > 1)
+    # Two sessions of a large model read one copy of the weights; the digits model is far too small.
+    assert info["weights_shared"] is False
 
 
 def test_set_runners_are_kept_and_share_the_cpus() -> None:
@@ -99,8 +100,7 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
             1,
             cpus,
         )
-        assert info["weights_shared"] is True
-        assert model.alone is not None and model.alone.weights_shared and model.classifier.weights_shared
+        assert info["weights_shared"] is False  # the digits model: a copy costs less than sharing
         assert model.batcher.run_size == -(-settings.max_batch_size // cpus)
         assert info["batch_one_ms"] == info["runners_probe_ms"]  # the probe's session serves: timed once
         pre = model.metadata.preprocessing
@@ -197,3 +197,27 @@ def test_the_two_sessions_of_a_costly_model_hold_one_copy_of_the_weights(wide_mo
     assert (served["runners"], served["shared"]) == (cpu_budget(), True)
     # A second copy would add the whole weights again.
     assert served["growth_mib"] < one["growth_mib"] + weights_mib / 2, (served, one, weights_mib)
+
+
+def test_the_shared_sessions_of_a_large_model_answer_as_one_python_session(wide_model_dir: Path) -> None:
+    cpus = cpu_budget()
+    if cpus < 2:
+        pytest.skip("one CPU: one runner, nothing to share")
+    model = LocalModel(Settings(model_dir=wide_model_dir, device="cpu", precision="fp32"), costly_ms=0.0)
+    try:
+        assert model.info()["weights_shared"] is True
+        assert model.alone is not None and model.alone.weights_shared and model.classifier.weights_shared
+        pixels = np.random.default_rng(0).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+
+        async def go() -> tuple[np.ndarray, list[np.ndarray]]:
+            alone = await model.infer(pixels[:1])  # nothing else running: the session with every CPU
+            together = await asyncio.gather(*(model.infer(pixels[i : i + 1]) for i in range(len(pixels))))
+            return alone, together
+
+        alone, together = asyncio.run(go())
+    finally:
+        model.close()
+    reference = softmax(OnnxClassifier(wide_model_dir, SessionOptions(device="cpu")).predict_batch(pixels))
+    # Bitwise: either shared session, alone or among others, answers as the Python session does.
+    assert np.array_equal(alone[0], reference[0])
+    assert all(np.array_equal(t[0], reference[i]) for i, t in enumerate(together))
