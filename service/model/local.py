@@ -118,6 +118,9 @@ class LocalModel:
         release_free_heap()
         self.weights = SharedWeights(path)
         self.classifier = self._load(threads, self.weights)
+        # Packed now: the raw pages come back from the file as the next session packs, not all at once.
+        self.weights.drop_resident_raw()
+        release_free_heap()
         self.alone = self._load(cpus, self.weights)
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
