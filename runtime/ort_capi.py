@@ -9,7 +9,7 @@ with it. The wheel ships the C library beside its Python module; this binds only
 Functions are entries of the `OrtApi` table, reached by index. The struct is append-only, so an index
 never changes across versions: each is counted from `struct OrtApi` in ONNX Runtime's public header
 include/onnxruntime/core/session/onnxruntime_c_api.h, and `c_api()` checks a few of them at load time.
-ctypes releases the GIL during every call, so runner threads run side by side.
+A run releases the GIL, so runner threads run side by side (RELEASE_GIL says which calls do).
 """
 
 from __future__ import annotations
@@ -165,6 +165,12 @@ SIGNATURES: dict[str, tuple[int, object, tuple[object, ...]]] = {
 }
 
 
+# The calls that take long release the GIL (ctypes' C calling convention). Every other call is short and
+# keeps it: a thread that gave the GIL up would wait for it again, up to the switch interval, behind
+# the event loop and decoding threads, after each of the dozen calls around every run.
+RELEASE_GIL = frozenset({"Run", "CreateSessionWithPrepackedWeightsContainer"})
+
+
 class OrtApiError(RuntimeError):
     """An ONNX Runtime C API call failed; the message is ONNX Runtime's own."""
 
@@ -199,10 +205,10 @@ class CApi:
             raise OrtApiError(f"ONNX Runtime {self.version} has no C API of version {ORT_API_VERSION}")
         entries = ctypes.cast(table, ctypes.POINTER(ctypes.c_void_p))
         self._lib = lib  # keeps the library loaded while the functions live
-        self._fn = {
-            name: ctypes.CFUNCTYPE(restype, *argtypes)(entries[index])  # type: ignore[arg-type]
-            for name, (index, restype, argtypes) in SIGNATURES.items()
-        }
+        self._fn = {}
+        for name, (index, restype, argtypes) in SIGNATURES.items():
+            prototype = ctypes.CFUNCTYPE if name in RELEASE_GIL else ctypes.PYFUNCTYPE
+            self._fn[name] = prototype(restype, *argtypes)(entries[index])  # type: ignore[arg-type]
         self._check_table()
         self.env = self.out("CreateEnv", ORT_LOGGING_LEVEL_WARNING, b"vitserve")
         self.cpu_memory = self.out("CreateCpuMemoryInfo", ORT_ARENA_ALLOCATOR, ORT_MEM_TYPE_DEFAULT)
