@@ -9,7 +9,8 @@ batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it g
 single-threaded batch runner per CPU, side by side on one session, because the threads of one run
 meet at a barrier after every operator and wait whenever a decoding thread or the event loop takes
 one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
-lone request at light load is not left on one thread. A cheap model (the event loop and decoding are
+lone request at light load is not left on one thread; for a large artifact the two sessions share one
+copy of the weights (runtime/shared_weights.py). A cheap model (the event loop and decoding are
 its cost, as for the default digits model, which two runners made slower) or one on a GPU gets one
 runner with every CPU. docs/benchmarks.md ("Batch runners sized to the model") has the commands; runners were
 measured on 2 cores only, and on a larger CPU each takes max_batch_size / CPUs images.
