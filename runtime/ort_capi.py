@@ -38,6 +38,7 @@ SET_INTER_OP_NUM_THREADS = 25
 CREATE_RUN_OPTIONS = 39
 CREATE_TENSOR_WITH_DATA_AS_ORT_VALUE = 49
 GET_TENSOR_MUTABLE_DATA = 51
+GET_TENSOR_ELEMENT_TYPE = 60
 GET_DIMENSIONS_COUNT = 61
 GET_DIMENSIONS = 62
 GET_TENSOR_TYPE_AND_SHAPE = 65
@@ -121,6 +122,7 @@ SIGNATURES: dict[str, tuple[int, object, tuple[object, ...]]] = {
         (_p, _p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int64), ctypes.c_size_t, ctypes.c_int, _pp),
     ),
     "GetTensorMutableData": (GET_TENSOR_MUTABLE_DATA, _status, (_p, _pp)),
+    "GetTensorElementType": (GET_TENSOR_ELEMENT_TYPE, _status, (_p, ctypes.POINTER(ctypes.c_int))),
     "GetDimensionsCount": (GET_DIMENSIONS_COUNT, _status, (_p, ctypes.POINTER(ctypes.c_size_t))),
     "GetDimensions": (GET_DIMENSIONS, _status, (_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_size_t)),
     "GetTensorTypeAndShape": (GET_TENSOR_TYPE_AND_SHAPE, _status, (_p, _pp)),
@@ -269,6 +271,10 @@ class CApi:
         """A copy of a float32 tensor OrtValue's data, in its shape."""
         info = self.out("GetTensorTypeAndShape", value)
         try:
+            element = ctypes.c_int()
+            self.call("GetTensorElementType", info, ctypes.byref(element))
+            if element.value != FLOAT:
+                raise OrtApiError(f"expected a float32 output, got ONNX element type {element.value}")
             count = ctypes.c_size_t()
             self.call("GetDimensionsCount", info, ctypes.byref(count))
             dims = (ctypes.c_int64 * count.value)()

@@ -8,12 +8,12 @@ packed once and every session reads that one copy.
 A shared initializer stays the caller's: ONNX Runtime cannot free its raw copy once packed. The raw
 copies therefore live in a read-only mapping of an unlinked temporary file, and `drop_resident_raw`
 hands its pages back once the sessions are built and warm: what a run still reads (biases, norms,
-embeddings) pages back in from the file, and the packed weights no run needs again stay out of memory.
+embeddings) pages back in from the file, and the raw copies of the packed weights, which no run reads,
+stay out of memory.
 """
 
 from __future__ import annotations
 
-import logging
 import mmap
 import tempfile
 from pathlib import Path
@@ -22,8 +22,6 @@ import numpy as np
 
 from vitserve.runtime.ort_capi import ELEMENT_TYPES, CSession, OrtApiError, c_api
 from vitserve.runtime.session import ModelLoadError
-
-log = logging.getLogger(__name__)
 
 ALIGN = mmap.PAGESIZE  # each initializer starts on its own page: any kernel's alignment holds
 
