@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -16,13 +17,18 @@ import onnxruntime as ort
 from vitserve.runtime.artifact import (
     ARTIFACT_FILES,
     INPUT_NAME,
+    METADATA_KEY,
     OUTPUT_NAME,
     PRECISIONS,
     ArtifactMetadata,
     metadata_from_props,
 )
 from vitserve.runtime.cpus import cpu_budget
+from vitserve.runtime.ort_capi import CSession, OrtApiError
 from vitserve.runtime.spin import spin_config
+
+if TYPE_CHECKING:
+    from vitserve.runtime.shared_weights import SharedWeights
 
 log = logging.getLogger(__name__)
 
@@ -91,26 +97,46 @@ def why_chosen(path: Path, precision: str, use_cuda: bool) -> str:
 class OnnxClassifier:
     """One ORT session over a vitserve artifact; `predict_batch` takes uint8 (N, H, W, 3) pixels."""
 
-    def __init__(self, model_dir: Path, options: SessionOptions) -> None:
+    def __init__(
+        self, model_dir: Path, options: SessionOptions, weights: SharedWeights | None = None
+    ) -> None:
+        """weights: build the session through the C API on those shared weights (CPU only), so that
+        other sessions built on them hold no second copy (runtime/shared_weights.py)."""
         want_cuda = wants_cuda(options.device)
         self.path = choose_artifact(model_dir, options.precision, want_cuda)
         self.choice = why_chosen(self.path, options.precision, want_cuda)
         threads = options.intra_op_threads or cpu_budget()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = options.inter_op_threads
-        for key, value in spin_config(options.spin).items():
-            so.add_session_config_entry(key, value)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = [CUDA, CPU] if want_cuda else [CPU]
-        try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
-        except Exception as exc:  # ORT raises one unrelated class per status (InvalidProtobuf, Fail, ...)
-            raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
-        self.providers: tuple[str, ...] = tuple(self.session.get_providers())
+        config = spin_config(options.spin)
+        self.session: ort.InferenceSession | CSession
+        self.weights_shared = weights is not None
+        if weights is not None:
+            if want_cuda or weights.path != self.path:
+                raise ModelLoadError(
+                    f"weights shared from {weights.path} cannot serve {self.path} on {options.device}"
+                )
+            try:
+                self.session = weights.session(threads, options.inter_op_threads, config)
+                found = self.session.custom_metadata(METADATA_KEY)
+                props = {} if found is None else {METADATA_KEY: found}
+            except OrtApiError as exc:
+                raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+            self.providers: tuple[str, ...] = (CPU,)
+        else:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = options.inter_op_threads
+            for key, value in config.items():
+                so.add_session_config_entry(key, value)
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            providers = [CUDA, CPU] if want_cuda else [CPU]
+            try:
+                self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            except Exception as exc:  # ORT raises one unrelated class per status (InvalidProtobuf, Fail, ...)
+                raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+            self.providers = tuple(self.session.get_providers())
+            props = self.session.get_modelmeta().custom_metadata_map
         if options.device == "cuda" and self.providers[0] != CUDA:
             raise ModelLoadError(f"CUDA was required but the session runs on {self.providers}")
-        props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ArtifactMetadata = metadata_from_props(props, self.path)
         self.intra_op_threads = threads
         size = self.metadata.preprocessing.image_size
@@ -129,16 +155,23 @@ class OnnxClassifier:
         """(N, H, W, 3) uint8 -> (N, num_classes) float32 logits."""
         if pixels.dtype != np.uint8 or pixels.shape[1:] != self.input_shape:
             raise ValueError(f"expected uint8 (N, {self.input_shape}), got {pixels.dtype} {pixels.shape}")
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
-        return np.asarray(logits, dtype=np.float32)
+        return self._logits(np.ascontiguousarray(pixels))
 
     def release_arena(self) -> None:
         """A batch of one that gives back, as it ends, the arena memory larger batches took: otherwise
         warm-up's largest batch keeps its activations' memory resident at rest (docs/latency.md)."""
-        options = ort.RunOptions()
-        options.add_run_config_entry(*SHRINK_CPU_ARENA)
-        pixels = np.zeros((1, *self.input_shape), dtype=np.uint8)
-        self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels}, options)
+        self._logits(np.zeros((1, *self.input_shape), dtype=np.uint8), dict([SHRINK_CPU_ARENA]))
+
+    def _logits(self, pixels: np.ndarray, run_config: dict[str, str] | None = None) -> np.ndarray:
+        if isinstance(self.session, CSession):
+            return self.session.run(INPUT_NAME, pixels, OUTPUT_NAME, run_config)
+        options = None
+        if run_config:
+            options = ort.RunOptions()
+            for key, value in run_config.items():
+                options.add_run_config_entry(key, value)
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels}, options)
+        return np.asarray(logits, dtype=np.float32)
 
     def warm_up(self, batch_sizes: list[int]) -> None:
         """Run each batch size once, so first requests do not pay for allocations and kernel choice."""

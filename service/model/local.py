@@ -9,7 +9,8 @@ batch of one takes 2 ms or more on one thread bounds throughput; on the CPU it g
 single-threaded batch runner per CPU, side by side on one session, because the threads of one run
 meet at a barrier after every operator and wait whenever a decoding thread or the event loop takes
 one of their cores. It also gets a second session with every CPU for a batch that runs alone, so a
-lone request at light load is not left on one thread. A cheap model (the event loop and decoding are
+lone request at light load is not left on one thread; for a large artifact the two sessions share one
+copy of the weights (runtime/shared_weights.py). A cheap model (the event loop and decoding are
 its cost, as for the default digits model, which two runners made slower) or one on a GPU gets one
 runner with every CPU. docs/benchmarks.md ("Batch runners sized to the model") has the commands; runners were
 measured on 2 cores only, and on a larger CPU each takes max_batch_size / CPUs images.
@@ -28,10 +29,15 @@ from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
+from vitserve.runtime.shared_weights import SharedWeights
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Sharing the weights loads ONNX Runtime's C library and onnx into the worker (about 32 MiB resident,
+# docs/latency.md): a smaller artifact's second packed copy costs less than that, and keeps it.
+SHARE_WEIGHTS_MIN_MIB = 64.0
 
 
 class LocalModel:
@@ -51,13 +57,15 @@ class LocalModel:
         before_mib = resident_mib()
         cpus = cpu_budget()
         timed_ms: float | None = None  # the serving session's batch of one, where the probe timed it
+        # The weights the runners' and the alone session share, where there are both (CPU only).
+        self.weights: SharedWeights | None = None
         if settings.batch_runners:
             runners = settings.batch_runners
             self.classifier = self._load(settings.intra_op_pool_size(cpus, runners))
         else:
             self.classifier, runners, timed_ms = self._choose_runners(cpus)
             if runners > 1 and not settings.intra_op_threads:
-                self.alone = self._load(cpus)
+                self._load_alone(cpus)
         self.metadata = self.classifier.metadata
         self.batcher = Batcher(
             probabilities(self.classifier),
@@ -78,6 +86,8 @@ class LocalModel:
         for session in (self.classifier, self.alone):
             if session is not None:
                 session.release_arena()
+        if self.weights is not None:
+            self.weights.drop_resident_raw()
         release_free_heap()
         after_mib = resident_mib()
         # What loading and warming up the sessions cost this process: weights, pre-packed copies, arena.
@@ -89,14 +99,30 @@ class LocalModel:
             self.batcher.run_size,
         )
 
-    def _load(self, intra_op_threads: int) -> OnnxClassifier:
+    def _load(self, intra_op_threads: int, weights: SharedWeights | None = None) -> OnnxClassifier:
         options = SessionOptions(
             precision=self.settings.precision,
             device=self.settings.device,
             intra_op_threads=intra_op_threads,
             spin=self.settings.ort_spin,
         )
-        return OnnxClassifier(self.settings.model_dir, options)
+        return OnnxClassifier(self.settings.model_dir, options, weights)
+
+    def _load_alone(self, cpus: int) -> None:
+        """The session with every CPU beside the runners' one; a large model's two share its weights."""
+        path, threads = self.classifier.path, self.classifier.intra_op_threads
+        if path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
+            self.alone = self._load(cpus)
+            return
+        # Both loaded again, on one copy of the weights: the probe's own copy goes first.
+        del self.classifier
+        release_free_heap()
+        self.weights = SharedWeights(path)
+        self.classifier = self._load(threads, self.weights)
+        # Packed now: the raw pages come back from the file as the next session packs, not all at once.
+        self.weights.drop_resident_raw()
+        release_free_heap()
+        self.alone = self._load(cpus, self.weights)
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
         """The session, its batch runners and (if the probe was that session) its batch of one in
@@ -127,6 +153,8 @@ class LocalModel:
             "intra_op_threads": self.classifier.intra_op_threads,
             "batch_runners": self.batcher.runners,
             "alone_intra_op_threads": None if self.alone is None else self.alone.intra_op_threads,
+            # The runners' and the alone session read one copy of the weights (runtime/shared_weights.py).
+            "weights_shared": self.weights is not None,
             "artifact_mib": round(self.classifier.path.stat().st_size / MIB, 1),
             "memory_mib": None if self.memory_mib is None else round(self.memory_mib, 1),
             "max_batch_size": self.settings.max_batch_size,

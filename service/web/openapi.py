@@ -64,6 +64,9 @@ class ModelInfo(BaseModel):
     artifact_mib: float  # the served ONNX file
     # What loading and warming up the model's sessions added to the worker's resident memory, at rest.
     memory_mib: float | None
+    # Whether the model's CPU sessions (batch runners and the one for a batch alone) read one copy of
+    # the weights; None where the model does not say.
+    weights_shared: bool | None = None
     preprocessing: dict[str, object]
     fused_attention: int
     max_batch_size: int

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -240,6 +241,7 @@ def test_the_spin_mode_reaches_the_session(
     artifact_dir: Path, mode: str, allow_spinning: str, stop_after_run: str
 ) -> None:
     loaded = OnnxClassifier(artifact_dir, SessionOptions(device="cpu", spin=mode))
+    assert isinstance(loaded.session, ort.InferenceSession)
     options = loaded.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow_spinning
     assert options.get_session_config_entry("session.force_spinning_stop") == stop_after_run

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from tests.support import DEFAULT_MODEL_DIR, SAMPLES_DIR
+from tests.support import DEFAULT_MODEL_DIR, REPO, SAMPLES_DIR
+from vitserve.export.convert import export_onnx
+from vitserve.export.write import with_metadata, write_atomic
+from vitserve.models.vit import ViT, ViTConfig
+from vitserve.runtime.artifact import ARTIFACT_FILES, ArtifactMetadata, Preprocessing
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits, decode_opened, open_image
+from vitserve.runtime.predictions import softmax
 from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.model.local import LocalModel, runners_for
@@ -46,6 +56,7 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
     if cpus < 2:
         assert (info["runners_probe_ms"], info["batch_runners"], info["intra_op_threads"]) == (None, 1, 1)
         assert info["alone_intra_op_threads"] is None
+        assert info["weights_shared"] is False
         return
     probe_ms = info["runners_probe_ms"]
     assert isinstance(probe_ms, float) and probe_ms > 0
@@ -55,6 +66,8 @@ def test_by_default_the_runners_are_chosen_by_the_rule_from_what_the_probe_measu
     # runner gets every CPU.
     assert info["intra_op_threads"] == (1 if runners > 1 else cpus)
     assert info["alone_intra_op_threads"] == (cpus if runners > 1 else None)
+    # Two sessions of a large model read one copy of the weights; the digits model is far too small.
+    assert info["weights_shared"] is False
 
 
 def test_set_runners_are_kept_and_share_the_cpus() -> None:
@@ -70,6 +83,7 @@ def test_set_runners_are_kept_and_share_the_cpus() -> None:
         max(1, cpus // 2),
         None,
     )
+    assert info["weights_shared"] is False
 
 
 def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_that_answer_alike() -> None:
@@ -86,6 +100,7 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
             1,
             cpus,
         )
+        assert info["weights_shared"] is False  # the digits model: a copy costs less than sharing
         assert model.batcher.run_size == -(-settings.max_batch_size // cpus)
         assert info["batch_one_ms"] == info["runners_probe_ms"]  # the probe's session serves: timed once
         pre = model.metadata.preprocessing
@@ -106,3 +121,103 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
     assert [int(np.argmax(t[0])) for t in together] == list(
         np.argmax(reference.predict_batch(pixels), axis=1)
     )
+
+
+# A ViT whose weights (about 72 MiB in FP32) dwarf everything else a session allocates for 32x32 images:
+# a second copy of them cannot hide in the noise of resident memory.
+WIDE = ViTConfig(image_size=32, patch_size=8, num_classes=5, dim=512, depth=6, num_heads=8)
+WIDE_PREPROCESSING = Preprocessing(image_size=32)
+
+# Run in a fresh interpreter: resident memory before and after loading, nothing else loaded in between.
+RESIDENT_GROWTH = """
+import json, sys
+from pathlib import Path
+from vitserve.runtime.batcher import warm_up_sizes
+from vitserve.runtime.memory import release_free_heap, resident_mib
+from vitserve.runtime.ort_capi import c_api
+from vitserve.runtime.session import OnnxClassifier, SessionOptions
+from vitserve.service.model.local import LocalModel
+from vitserve.service.settings import Settings
+
+model_dir, how = Path(sys.argv[1]), sys.argv[2]
+if how == "served":
+    c_api()  # the C library: a cost per process (docs/latency.md), whatever the weights
+before = resident_mib()
+if how == "one session":
+    classifier = OnnxClassifier(model_dir, SessionOptions(device="cpu", precision="fp32"))
+    classifier.warm_up(warm_up_sizes(32))
+    classifier.release_arena()
+    release_free_heap()
+    runners, shared = 1, False
+else:
+    model = LocalModel(Settings(model_dir=model_dir, device="cpu", precision="fp32"), costly_ms=0.0)
+    runners, shared = model.batcher.runners, model.info()["weights_shared"]
+print(json.dumps({"growth_mib": resident_mib() - before, "runners": runners, "shared": shared}))
+"""
+
+
+def resident_growth(model_dir: Path, how: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", RESIDENT_GROWTH, str(model_dir), how],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    result: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module")
+def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    metadata = ArtifactMetadata(
+        model_name="wide-vit",
+        model_version="0.0.1",
+        labels=tuple(str(i) for i in range(WIDE.num_classes)),
+        preprocessing=WIDE_PREPROCESSING,
+        precision="fp32",
+        fused_attention=WIDE.depth,
+        depth=WIDE.depth,
+        source_sha256="0" * 64,
+        exporter_version="test",
+    )
+    folder = tmp_path_factory.mktemp("wide-vit")
+    exported = export_onnx(ViT(WIDE).eval(), WIDE_PREPROCESSING)
+    write_atomic(with_metadata(exported, metadata), folder / ARTIFACT_FILES["fp32"])
+    return folder
+
+
+def test_the_two_sessions_of_a_costly_model_hold_one_copy_of_the_weights(wide_model_dir: Path) -> None:
+    if cpu_budget() < 2:
+        pytest.skip("one CPU: one runner, nothing to share")
+    weights_mib = (wide_model_dir / ARTIFACT_FILES["fp32"]).stat().st_size / 2**20
+    one = resident_growth(wide_model_dir, "one session")
+    served = resident_growth(wide_model_dir, "served")
+    assert (served["runners"], served["shared"]) == (cpu_budget(), True)
+    # A second copy would add the whole weights again.
+    assert served["growth_mib"] < one["growth_mib"] + weights_mib / 2, (served, one, weights_mib)
+
+
+def test_the_shared_sessions_of_a_large_model_answer_as_one_python_session(wide_model_dir: Path) -> None:
+    cpus = cpu_budget()
+    if cpus < 2:
+        pytest.skip("one CPU: one runner, nothing to share")
+    model = LocalModel(Settings(model_dir=wide_model_dir, device="cpu", precision="fp32"), costly_ms=0.0)
+    try:
+        assert model.info()["weights_shared"] is True
+        assert model.alone is not None and model.alone.weights_shared and model.classifier.weights_shared
+        pixels = np.random.default_rng(0).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+
+        async def go() -> tuple[np.ndarray, list[np.ndarray]]:
+            alone = await model.infer(pixels[:1])  # nothing else running: the session with every CPU
+            together = await asyncio.gather(*(model.infer(pixels[i : i + 1]) for i in range(len(pixels))))
+            return alone, together
+
+        alone, together = asyncio.run(go())
+    finally:
+        model.close()
+    reference = softmax(OnnxClassifier(wide_model_dir, SessionOptions(device="cpu")).predict_batch(pixels))
+    # Bitwise: either shared session, alone or among others, answers as the Python session does.
+    assert np.array_equal(alone[0], reference[0])
+    assert all(np.array_equal(t[0], reference[i]) for i, t in enumerate(together))
