@@ -28,7 +28,7 @@ from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_s
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
-from vitserve.runtime.session import OnnxClassifier, SessionOptions, wants_cuda
+from vitserve.runtime.session import ModelLoadError, OnnxClassifier, SessionOptions, wants_cuda
 from vitserve.runtime.shared_weights import SharedWeights
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
@@ -117,7 +117,12 @@ class LocalModel:
         # Both loaded again, on one copy of the weights: the probe's own copy goes first.
         del self.classifier
         release_free_heap()
-        self.weights = SharedWeights(path)
+        try:
+            self.weights = SharedWeights(path)
+        except (OSError, ModelLoadError) as exc:  # e.g. no room in TMPDIR for the raw weights' file
+            log.warning("the batch runners' and the alone session each hold the weights: %s", exc)
+            self.classifier, self.alone = self._load(threads), self._load(cpus)
+            return
         self.classifier = self._load(threads, self.weights)
         # Packed now: the raw pages come back from the file as the next session packs, not all at once.
         self.weights.drop_resident_raw()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +223,25 @@ def test_the_shared_sessions_of_a_large_model_answer_as_one_python_session(wide_
     # Bitwise: either shared session, alone or among others, answers as the Python session does.
     assert np.array_equal(alone[0], reference[0])
     assert all(np.array_equal(t[0], reference[i]) for i, t in enumerate(together))
+
+
+def test_without_room_for_the_raw_weights_each_session_keeps_its_own_copy_and_serves(
+    wide_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cpu_budget() < 2:
+        pytest.skip("one CPU: one runner, nothing to share")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full_disk)
+    model = LocalModel(Settings(model_dir=wide_model_dir, device="cpu", precision="fp32"), costly_ms=0.0)
+    try:
+        assert model.info()["weights_shared"] is False
+        assert model.alone is not None and not model.alone.weights_shared
+        pixels = np.random.default_rng(1).integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8)
+        answer = asyncio.run(model.infer(pixels))
+    finally:
+        model.close()
+    reference = softmax(OnnxClassifier(wide_model_dir, SessionOptions(device="cpu")).predict_batch(pixels))
+    assert np.array_equal(answer[0], reference[0])
