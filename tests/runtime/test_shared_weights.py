@@ -11,13 +11,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import numpy_helper
 
-from vitserve.export.convert import export_onnx
-from vitserve.export.write import with_metadata, write_atomic
-from vitserve.models.vit import ViT, ViTConfig
-from vitserve.runtime.artifact import ARTIFACT_FILES, ArtifactMetadata, Preprocessing
+from tests.support import write_random_vit
+from vitserve.models.vit import ViTConfig
+from vitserve.runtime.artifact import ARTIFACT_FILES, Preprocessing
 from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.ort_capi import ORT_API_VERSION, CSession, OrtApiError, c_api
 from vitserve.runtime.session import ModelLoadError, OnnxClassifier, SessionOptions
@@ -31,22 +29,7 @@ PREPROCESSING = Preprocessing(image_size=32)
 
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    exported = export_onnx(ViT(MID).eval(), PREPROCESSING)
-    meta = ArtifactMetadata(
-        model_name="mid-vit",
-        model_version="0.0.1",
-        labels=tuple(f"class{i}" for i in range(MID.num_classes)),
-        preprocessing=PREPROCESSING,
-        precision="fp32",
-        fused_attention=MID.depth,
-        depth=MID.depth,
-        source_sha256="0" * 64,
-        exporter_version="test",
-    )
-    folder = tmp_path_factory.mktemp("mid")
-    write_atomic(with_metadata(exported, meta), folder / ARTIFACT_FILES["fp32"])
-    return folder
+    return write_random_vit(MID, tmp_path_factory.mktemp("mid"), "mid-vit")
 
 
 def initializer_bytes(path: Path) -> int:

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from tests.support import DEFAULT_MODEL_DIR, REPO, SAMPLES_DIR
-from vitserve.export.convert import export_onnx
-from vitserve.export.write import with_metadata, write_atomic
-from vitserve.models.vit import ViT, ViTConfig
-from vitserve.runtime.artifact import ARTIFACT_FILES, ArtifactMetadata, Preprocessing
+from tests.support import DEFAULT_MODEL_DIR, REPO, SAMPLES_DIR, write_random_vit
+from vitserve.models.vit import ViTConfig
+from vitserve.runtime.artifact import ARTIFACT_FILES, Preprocessing
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.decode import DecodeLimits, decode_opened, open_image
 from vitserve.runtime.predictions import softmax
@@ -26,6 +23,17 @@ from vitserve.runtime.session import OnnxClassifier, SessionOptions
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.model.local import LocalModel, runners_for
 from vitserve.service.settings import Settings
+
+
+def alone_and_together(model: LocalModel, pixels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The first image's scores alone (the session with every CPU), then every image's beside the others."""
+
+    async def go() -> tuple[np.ndarray, list[np.ndarray]]:
+        alone = await model.infer(pixels[:1])  # nothing else running: the session with every CPU
+        together = await asyncio.gather(*(model.infer(pixels[i : i + 1]) for i in range(len(pixels))))
+        return alone, together
+
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize(
@@ -109,12 +117,7 @@ def test_a_costly_model_gets_a_runner_per_cpu_and_a_session_for_batches_alone_th
         samples = sorted(SAMPLES_DIR.glob("*.png"))[:6]
         pixels = np.stack([decode_opened(open_image(p.read_bytes(), DecodeLimits()), pre) for p in samples])
 
-        async def go() -> tuple[np.ndarray, list[np.ndarray]]:
-            alone = await model.infer(pixels[:1])  # nothing else running: the session with every CPU
-            together = await asyncio.gather(*(model.infer(pixels[i : i + 1]) for i in range(len(pixels))))
-            return alone, together
-
-        alone, together = asyncio.run(go())
+        alone, together = alone_and_together(model, pixels)
     finally:
         model.close()
     # FP32: the same image scores the same on either session, alone or among others.
@@ -172,22 +175,7 @@ def resident_growth(model_dir: Path, how: str) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    metadata = ArtifactMetadata(
-        model_name="wide-vit",
-        model_version="0.0.1",
-        labels=tuple(str(i) for i in range(WIDE.num_classes)),
-        preprocessing=WIDE_PREPROCESSING,
-        precision="fp32",
-        fused_attention=WIDE.depth,
-        depth=WIDE.depth,
-        source_sha256="0" * 64,
-        exporter_version="test",
-    )
-    folder = tmp_path_factory.mktemp("wide-vit")
-    exported = export_onnx(ViT(WIDE).eval(), WIDE_PREPROCESSING)
-    write_atomic(with_metadata(exported, metadata), folder / ARTIFACT_FILES["fp32"])
-    return folder
+    return write_random_vit(WIDE, tmp_path_factory.mktemp("wide-vit"), "wide-vit")
 
 
 def test_the_two_sessions_of_a_costly_model_hold_one_copy_of_the_weights(wide_model_dir: Path) -> None:
@@ -211,12 +199,7 @@ def test_the_shared_sessions_of_a_large_model_answer_as_one_python_session(wide_
         assert model.alone is not None and model.alone.weights_shared and model.classifier.weights_shared
         pixels = np.random.default_rng(0).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
 
-        async def go() -> tuple[np.ndarray, list[np.ndarray]]:
-            alone = await model.infer(pixels[:1])  # nothing else running: the session with every CPU
-            together = await asyncio.gather(*(model.infer(pixels[i : i + 1]) for i in range(len(pixels))))
-            return alone, together
-
-        alone, together = asyncio.run(go())
+        alone, together = alone_and_together(model, pixels)
     finally:
         model.close()
     reference = softmax(OnnxClassifier(wide_model_dir, SessionOptions(device="cpu")).predict_batch(pixels))
