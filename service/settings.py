@@ -79,6 +79,9 @@ class Settings(BaseModel):
     # 1 writes one access-log line per classify request (BentoML's format); 0 leaves them to the
     # vitserve_requests_total / vitserve_request_seconds metrics.
     access_log: bool = True
+    # 1: a costly CPU model's two sessions (runners' and alone) read one copy of the weights
+    # (runtime/shared_weights.py); 0: each holds its own copy.
+    share_weights: bool = True
     # The interpreter's thread switch interval in µs (sys.setswitchinterval). 0 (the default): 500 µs
     # when the model runs a batch of one in under 2 ms, else Python's 5,000 (service/model/gil.py says why).
     gil_switch_us: NonNegative = 0
@@ -108,7 +111,7 @@ class Settings(BaseModel):
             raise ValueError(f"{value} is not a directory")
         return value
 
-    @field_validator("access_log", mode="before")
+    @field_validator("access_log", "share_weights", mode="before")
     @classmethod
     def _zero_or_one(cls, value: object) -> object:
         if value not in (0, 1, "0", "1", True, False):

@@ -111,7 +111,7 @@ class LocalModel:
     def _load_alone(self, cpus: int) -> None:
         """The session with every CPU beside the runners' one; a large model's two share its weights."""
         path, threads = self.classifier.path, self.classifier.intra_op_threads
-        if path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
+        if not self.settings.share_weights or path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
             self.alone = self._load(cpus)
             return
         # Both loaded again, on one copy of the weights: the probe's own copy goes first.

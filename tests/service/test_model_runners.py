@@ -228,3 +228,15 @@ def test_without_room_for_the_raw_weights_each_session_keeps_its_own_copy_and_se
         model.close()
     reference = softmax(OnnxClassifier(wide_model_dir, SessionOptions(device="cpu")).predict_batch(pixels))
     assert np.array_equal(answer[0], reference[0])
+
+
+def test_share_weights_off_keeps_a_copy_per_session(wide_model_dir: Path) -> None:
+    if cpu_budget() < 2:
+        pytest.skip("one CPU: one runner, nothing to share")
+    settings = Settings(model_dir=wide_model_dir, device="cpu", precision="fp32", share_weights=False)
+    model = LocalModel(settings, costly_ms=0.0)
+    try:
+        assert model.info()["weights_shared"] is False and model.alone is not None
+        assert not model.alone.weights_shared and not model.classifier.weights_shared
+    finally:
+        model.close()

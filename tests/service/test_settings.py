@@ -82,6 +82,7 @@ def test_the_literal_choices_are_the_runtimes_own() -> None:
         ({"VITSERVE_PORT": "eighty"}, "VITSERVE_PORT must be an integer, not 'eighty'"),
         ({"VITSERVE_PRECISION": "bf16"}, "VITSERVE_PRECISION must be auto, fp32, fp16 or int8, not 'bf16'"),
         ({"VITSERVE_ACCESS_LOG": "2"}, "VITSERVE_ACCESS_LOG must be 0 or 1, got '2'"),
+        ({"VITSERVE_SHARE_WEIGHTS": "yes"}, "VITSERVE_SHARE_WEIGHTS must be 0 or 1, got 'yes'"),
         ({"VITSERVE_MODEL_DIR": "/no/such/dir"}, "VITSERVE_MODEL_DIR /no/such/dir is not a directory"),
         ({"VITSERVE_EXPLAIN_THREADS": "0"}, "VITSERVE_EXPLAIN_THREADS must be >= 1, got 0"),
         (
@@ -97,8 +98,11 @@ def test_a_bad_variable_is_refused_with_its_name(environ: dict[str, str], messag
 
 
 def test_empty_variables_are_unset_and_settings_are_frozen() -> None:
-    settings = Settings.from_env({"VITSERVE_PORT": "", "VITSERVE_ACCESS_LOG": "0"})
-    assert settings.port == 3000 and settings.access_log is False
+    settings = Settings.from_env(
+        {"VITSERVE_PORT": "", "VITSERVE_ACCESS_LOG": "0", "VITSERVE_SHARE_WEIGHTS": "0"}
+    )
+    assert settings.port == 3000 and settings.access_log is False and settings.share_weights is False
+    assert Settings.from_env({}).share_weights is True
     with pytest.raises(ValueError, match="frozen"):
         settings.port = 1  # type: ignore[misc]
 
