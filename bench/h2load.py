@@ -19,12 +19,11 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitserve.bench.wrk import Upload
+from vitserve.bench.wrk import Upload, run_generator
 
 SUMMARY = re.compile(
     r"requests: (?P<total>\d+) total, (?P<started>\d+) started, (?P<done>\d+) done, \d+ succeeded, "
@@ -89,20 +88,15 @@ def run_h2load(
             command += paced_arguments(connections, duration_s, rate_per_connection)
         command += ["-d", str(body), "--log-file", str(log)]
         command += [arg for k, v in upload.headers.items() for arg in ("-H", f"{k}: {v}")]
-        proc = subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        proc.communicate()
+        out, cpu_s = run_generator([*command, url], dict(os.environ), "h2load")
         answers = []
         if log.exists():
             for line in log.read_text().splitlines():
                 start, code, micros = line.split("\t")
                 answers.append(Answer(int(code), int(micros) / 1000, int(start) / 1e6))
     summary = SUMMARY.search(out)
-    if proc.returncode != 0 or summary is None:
-        raise RuntimeError(f"h2load failed ({proc.returncode}): {err or out}")
+    if summary is None:
+        raise RuntimeError(f"h2load printed no summary:\n{out}")
     return H2loadResult(
         connections=connections,
         rate_per_connection=rate_per_connection,
@@ -111,7 +105,7 @@ def run_h2load(
         done=int(summary["done"]),
         errors=int(summary["errored"]) + int(summary["timeout"]),
         answers=answers,
-        generator_cpu_s=usage.ru_utime + usage.ru_stime,
+        generator_cpu_s=cpu_s,
     )
 
 

@@ -15,7 +15,6 @@ channel multiplexes its calls). What was served is the server's own count of 200
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import struct
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitserve.bench.flood import answer_counts
+from vitserve.bench.h2load import h2load_binary
 from vitserve.bench.peers import multipart, v2_binary, v2_infer_path
 from vitserve.bench.processes import ServerProcess, free_port, running
 from vitserve.bench.wrk import run_wrk
@@ -56,14 +56,11 @@ def grpc_body(image: bytes, model_name: str) -> bytes:
 
 def run_h2load(url: str, body: Path, concurrency: int, duration_s: float, streams: int = 1) -> None:
     """`concurrency` closed-loop gRPC calls, `streams` of them on each HTTP/2 connection."""
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        raise RuntimeError("h2load is not installed (apt-get install nghttp2-client)")
     headers = ("-H", "content-type: application/grpc", "-H", "te: trailers")
     duration = f"{round(1000 * duration_s)}ms"  # h2load takes whole units
     streams = max(1, min(streams, concurrency))
     connections = ["-c", str(max(1, concurrency // streams)), "-m", str(streams)]
-    command = [h2load, *connections, "-D", duration, "-d", str(body), *headers, url]
+    command = [h2load_binary(), *connections, "-D", duration, "-d", str(body), *headers, url]
     subprocess.run(command, check=True, capture_output=True, timeout=duration_s + 60)
 
 
