@@ -151,9 +151,6 @@ class FrontDoor:
         if status == OVERLOADED:
             await hold_refusal(self.shed_delay_s)
 
-    def hold_s(self) -> float:
-        return hold_s(self.shed_delay_s)
-
 
 async def hold_refusal(shed_delay_s: float) -> None:
     """An overload refusal, on any protocol, waits about shed_delay_s before it goes out.
