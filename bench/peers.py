@@ -219,6 +219,11 @@ def raw_image(data: bytes, media_type: str) -> Upload:
     return Upload(data, media_type)
 
 
+# gRPC calls in flight per connection: one connection carrying 64 calls leaves its server accepting
+# them one at a time (docs/benchmarks.md, "Triton's client").
+CALLS_PER_CHANNEL = 8
+
+
 def triton_client(protocol: str, shape: tuple[int, ...]) -> LoadClient:
     """Triton's async `protocol` client (http or grpc), sending one image as a BYTES tensor of `shape`."""
 
@@ -228,7 +233,14 @@ def triton_client(protocol: str, shape: tuple[int, ...]) -> LoadClient:
         port = server.port if protocol == "http" else server.grpc_port
         model = server.classify_path.split("/")[3]  # /v2/models/{name}/infer
         return run_triton_client(
-            protocol, f"127.0.0.1:{port}", model, upload.body, shape, concurrency, duration_s
+            protocol,
+            f"127.0.0.1:{port}",
+            model,
+            upload.body,
+            shape,
+            concurrency,
+            duration_s,
+            channels=-(-concurrency // CALLS_PER_CHANNEL),
         )
 
     return load

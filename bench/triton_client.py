@@ -36,14 +36,19 @@ class Tally:
     read: int = 0  # no answer: the connection failed
 
 
-def _client(protocol: str, url: str) -> Any:
+def _client(protocol: str, url: str, own_connection: bool = False) -> Any:
     if protocol == "http":
         import tritonclient.http.aio as thttp
 
         return thttp.InferenceServerClient(url, conn_limit=1024)
     import tritonclient.grpc.aio as tgrpc
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
-    return tgrpc.InferenceServerClient(url)
+    if not own_connection:
+        return tgrpc.InferenceServerClient(url)
+    # Channels to one address otherwise share grpc's global subchannel pool, and so one connection.
+    sizes = [(f"grpc.max_{way}_message_length", MAX_GRPC_MESSAGE_SIZE) for way in ("send", "receive")]
+    return tgrpc.InferenceServerClient(url, channel_args=[*sizes, ("grpc.use_local_subchannel_pool", 1)])
 
 
 def _request(protocol: str, image: bytes, shape: list[int]) -> tuple[list[Any], list[Any]]:
@@ -64,7 +69,9 @@ def _request(protocol: str, image: bytes, shape: list[int]) -> tuple[list[Any], 
 async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
     from tritonclient.utils import InferenceServerException
 
-    client = _client(args.protocol, args.url)
+    # aiohttp opens a connection per request in flight; gRPC multiplexes a channel's calls on one.
+    channels = 1 if args.protocol == "http" else max(1, args.channels)
+    clients = [_client(args.protocol, args.url, channels > 1) for _ in range(channels)]
     inputs, outputs = _request(args.protocol, args.image.read_bytes(), args.shape)
     lost: tuple[type[Exception], ...] = (OSError,)
     if args.protocol == "http":
@@ -74,7 +81,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
     tally = Tally()
     deadline = time.perf_counter() + args.duration_s
 
-    async def user() -> None:
+    async def user(client: Any) -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
@@ -94,13 +101,14 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
                 tally.status += 1
 
     started = time.perf_counter()
-    users = [asyncio.ensure_future(user()) for _ in range(args.concurrency)]
+    users = [asyncio.ensure_future(user(clients[i % channels])) for i in range(args.concurrency)]
     try:
         await asyncio.wait_for(asyncio.gather(*users), args.duration_s + args.timeout_s)
     finally:
         for task in users:
             task.cancel()
-        await client.close()
+        for client in clients:
+            await client.close()
     duration_us = 1e6 * min(time.perf_counter() - started, args.duration_s)
     latencies = np.array(tally.latencies_us or [0.0])
     return {
@@ -126,8 +134,10 @@ def run_triton_client(
     concurrency: int,
     duration_s: float,
     timeout_s: float = 30,
+    channels: int = 1,
 ) -> WrkResult:
-    """`concurrency` closed-loop users of tritonclient's `protocol` client on `url` (host:port)."""
+    """`concurrency` closed-loop users of tritonclient's `protocol` client on `url` (host:port), a
+    gRPC client's users spread over `channels` connections."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     with tempfile.TemporaryDirectory(prefix="vitserve-tc-") as tmp:
@@ -136,6 +146,7 @@ def run_triton_client(
         command = [sys.executable, "-m", "vitserve.bench.triton_client", protocol, url, model, str(path)]
         command += ["--shape", *map(str, shape), "--concurrency", str(concurrency)]
         command += ["--duration-s", f"{duration_s:g}", "--timeout-s", f"{timeout_s:g}"]
+        command += ["--channels", str(channels)]
         out, cpu_s = run_generator(command, dict(os.environ), f"tritonclient ({protocol})")
     return parse_summary(out, concurrency, cpu_s, f"tritonclient ({protocol})")
 
@@ -150,6 +161,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=1.0)
     parser.add_argument("--timeout-s", type=float, default=30.0, help="for the last answers")
+    parser.add_argument("--channels", type=int, default=1, help="gRPC: connections the users share")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(closed_loop(args))))
 
