@@ -3,9 +3,10 @@
 The one home of these for `vitserve bench` (which starts vitserve, the naive server and the peers) and
 for the repository's tests, load tests and reliability scripts (harness/servers.py builds on it).
 
-Each server runs in a session of its own. BentoML's arbiter (circus) starts every worker in yet another
-session, so a signal to the server's process group reaches only the arbiter: the workers are found as
-its descendants, and whatever of the tree outlives the stop is killed by pid.
+Each server runs in a session of its own. vitserve's supervisor and BentoML's arbiter (circus) start
+every worker in yet another session, so a signal to the server's process group reaches only the
+supervising process: the workers are found as its descendants, and whatever of the tree outlives the
+stop is killed by pid.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def sigterm_under_load(
             time.sleep(0.01)
         sigterm_at.append(time.monotonic())
         assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGTERM)  # the arbiter, as Kubernetes would
+        os.kill(server.proc.pid, signal.SIGTERM)  # the supervising process, as Kubernetes would
 
     threading.Thread(target=terminate, daemon=True).start()
     asyncio.run(

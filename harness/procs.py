@@ -1,7 +1,8 @@
 """The server's workers, their memory over time and their TCP connections, for the reliability checks.
 
-circus starts each worker with setsid, so the server's process group holds only the arbiter; its
-workers are found as its descendants instead (bench/processes.py's process_tree).
+The supervisor (one API worker) or BentoML's arbiter (several) starts each worker in a session of its
+own, so the server's process group holds only the supervising process; its workers are found as its
+descendants instead (bench/processes.py's process_tree).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitserve.bench.processes import process_tree, tree_rss_mib
+from vitserve.service.supervisor import WORKER_MODULE
 
 PROC = Path("/proc")
 
@@ -41,7 +43,8 @@ def cmdline(pid: int) -> str:
 
 def worker_pids(root: int, service_name: str) -> list[int]:
     """BentoML workers of one service (`vitserve` for the API, `vitserve-model` for the model server)."""
-    return [pid for pid in descendants(root) if f"--service-name {service_name} " in cmdline(pid) + " "]
+    marks = (WORKER_MODULE, f"--service-name {service_name} ")
+    return [pid for pid in descendants(root) if all(mark in cmdline(pid) + " " for mark in marks)]
 
 
 @dataclass

@@ -4,7 +4,7 @@
 
 Each round starts a server (the shipped model, or VITSERVE_TEST_MODEL_DIR) with
 VITSERVE_SHUTDOWN_DELAY_S=--delay, loads it through a balancer that polls /readyz, sends SIGTERM to the
-arbiter mid-load and prints harness/drain.py's report.
+supervising process mid-load and prints harness/drain.py's report.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ import aiohttp
 
 from vitserve.harness.hostile import corpus
 from vitserve.harness.load import NO_RESPONSE, LoadResult, Outcome
-from vitserve.harness.procs import cmdline, descendants, rss_kib
+from vitserve.harness.procs import descendants, rss_kib, worker_pids
 from vitserve.harness.servers import SAMPLES_DIR, running_server
+from vitserve.service.settings import API_SERVICE_NAME
 
 MAX_LEAK_MIB_PER_MIN = 1.0
 MAX_P99_DRIFT = 1.5
@@ -109,10 +110,9 @@ def main() -> int:
                 if key not in ("200", "400", "413", "415"):
                     unexpected[key] = unexpected.get(key, 0) + count
             answered = result.with_status(200)
+            workers = set(worker_pids(root, API_SERVICE_NAME))
             rss = {
-                ("api" if "--service-name vitserve " in cmdline(pid) + " " else "arbiter"): rss_kib(pid)
-                // 1024
-                for pid in descendants(root)
+                ("api" if pid in workers else "supervisor"): rss_kib(pid) // 1024 for pid in descendants(root)
             }
             t = time.monotonic() - began
             p50, p99 = LoadResult.quantile(answered, 0.5) * 1000, LoadResult.quantile(answered, 0.99) * 1000

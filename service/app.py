@@ -26,11 +26,12 @@ from vitserve.service.bento.shutdown import GracefulShutdown, after_delay
 from vitserve.service.model.gil import follow_the_model
 from vitserve.service.model.server import model_server_service
 from vitserve.service.observe.logs import enable_vitserve_logging, write_access_log_in_a_thread
-from vitserve.service.settings import Settings
+from vitserve.service.settings import API_SERVICE_NAME, Settings
+from vitserve.service.supervisor import keep_ready_pipe_from_children, tell_supervisor_ready
 from vitserve.service.v2.paths import DoorPaths
 from vitserve.service.web.door import FrontDoor
 
-API_SERVICE_NAME = "vitserve"
+keep_ready_pipe_from_children()
 # BentoML reads a service's worker count and timeout from its decorator, at import: the settings are
 # read here, once, and passed to everything below.
 SETTINGS = Settings.from_env()
@@ -81,16 +82,12 @@ class VitServe:
         return self.v2.ready()
 
     @bentoml.on_startup
-    async def _start_grpc(self) -> None:
-        await self.v2.start_grpc()  # on this worker's event loop, beside the HTTP routes
-
-    @bentoml.on_startup
-    def _install_shutdown(self) -> None:
-        self.shutdown.install()
-
-    @bentoml.on_startup
-    def _freeze_heap(self) -> None:
+    async def _start(self) -> None:
+        # One hook, so that the order is written here (BentoML runs several in the order of their names).
         freeze_startup_heap("API worker")  # __init__ has loaded the model and warmed its session
+        self.shutdown.install()
+        await self.v2.start_grpc()  # on this worker's event loop, beside the HTTP routes
+        tell_supervisor_ready()  # last: from here on the worker's death is a crash to recover from
 
     @bentoml.on_shutdown
     async def _close(self) -> None:

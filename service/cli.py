@@ -8,9 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vitserve.service.settings import PREFIX, Settings
+from vitserve.service.settings import API_SERVICE_NAME, PREFIX, Settings
 
 SERVICE_PATH = "vitserve.service.app:VitServe"
+# BentoML's default listen backlog, which its arbiter gives the socket too.
+BACKLOG = 2048
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +46,19 @@ def run(args: argparse.Namespace) -> int:
     # each other's metrics.
     default_home = Path(tempfile.gettempdir()) / f"vitserve-{settings.port}" / "bentoml"
     environ.setdefault("BENTOML_HOME", str(default_home))
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICE_PATH]
-    command += ["--host", settings.host, "--port", str(settings.port)]
-    command += ["--timeout-keep-alive", str(settings.keep_alive_s)]
-    # exec, not a child: signals (SIGTERM from Kubernetes, Ctrl-C) reach BentoML's arbiter directly.
-    os.execve(sys.executable, command, environ)
+    # exec, not a child: signals (SIGTERM from Kubernetes, Ctrl-C) reach the supervising process directly.
+    os.execve(sys.executable, serve_command(settings), environ)
     return 0  # not reached
+
+
+def serve_command(settings: Settings) -> list[str]:
+    """One API worker under vitserve's own supervisor (service/supervisor.py); several, with the model
+    server they feed, under BentoML's arbiter."""
+    listen = ["--host", settings.host, "--port", str(settings.port)]
+    listen += ["--timeout-keep-alive", str(settings.keep_alive_s)]
+    if settings.api_workers > 1:
+        return [sys.executable, "-m", "bentoml", "serve", SERVICE_PATH, *listen]
+    return [
+        *(sys.executable, "-m", "vitserve.service.supervisor", SERVICE_PATH),
+        *("--service-name", API_SERVICE_NAME, "--backlog", str(BACKLOG), *listen),
+    ]

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import vitserve.models
 
 PREFIX = "VITSERVE_"
+# The API service's name in BentoML (service/app.py), and so its workers' `--service-name`.
+API_SERVICE_NAME = "vitserve"
 DEFAULT_MODEL_DIR = Path(vitserve.models.__file__).parent / "digits-vit"
 
 

@@ -104,7 +104,7 @@ def kill_model_worker_while_scoring(
         watcher.start()
         started = time.monotonic()
         # Retry-After is 1 s and a fresh worker needs its model loaded and warmed up, slow on a busy
-        # machine: allow retries to span minutes. Meanwhile the arbiter keeps the listening socket.
+        # machine: allow retries to span minutes. Meanwhile the supervisor keeps the listening socket.
         with Client(proxy.url, retries=retries, backoff=0.5, max_backoff=2.0) as client:
             summary = client.score_folder(folder, out, concurrency=8, batch_size=4)
     elapsed = time.monotonic() - started

@@ -18,7 +18,7 @@ from vitserve.harness.metrics import metric
 from vitserve.harness.mutations import mutated_image
 from vitserve.harness.procs import RssSampler, worker_pids
 
-# The server's whole process tree (arbiter, API worker holding the model) may grow by this much while
+# The server's whole process tree (supervisor, API worker holding the model) may grow by this much while
 # it refuses the corpus: a decoded bomb alone would take gigabytes.
 RSS_GROWTH_LIMIT_MIB = 300
 

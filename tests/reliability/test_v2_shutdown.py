@@ -45,7 +45,7 @@ def test_sigterm_drains_grpc_calls_in_flight() -> None:
             assert time.monotonic() < deadline and not done.done(), "the call was never in flight"
             time.sleep(0.05)
         assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGTERM)  # the arbiter, as Kubernetes would
+        os.kill(server.proc.pid, signal.SIGTERM)  # the supervising process, as Kubernetes would
         while client.is_server_ready():  # fails while the worker still serves (the shutdown delay)
             assert time.monotonic() < deadline, "gRPC readiness never failed after SIGTERM"
             time.sleep(0.05)
