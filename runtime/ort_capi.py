@@ -10,17 +10,21 @@ Functions are entries of the `OrtApi` table, reached by index. The struct is app
 never changes across versions: each is counted from `struct OrtApi` in ONNX Runtime's public header
 include/onnxruntime/core/session/onnxruntime_c_api.h, and `c_api()` checks a few of them at load time.
 A run releases the GIL, so runner threads run side by side (RELEASE_GIL says which calls do).
+
+Nothing here imports the `onnxruntime` Python package: a worker whose every session is built here
+need not also hold its extension module, a second copy of ONNX Runtime (docs/latency.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 # OrtApi::GetApi(version) gives the table of this version; 1.31 defines ORT_API_VERSION 31.
 ORT_API_VERSION = 31
@@ -185,11 +189,21 @@ class _ApiBase(ctypes.Structure):
 
 
 def library_path() -> Path:
-    """The C library the onnxruntime wheel ships beside its Python module, of the same version."""
-    path = Path(ort.__file__).parent / "capi" / f"libonnxruntime.so.{ort.__version__}"
-    if not path.is_file():
-        raise OrtApiError(f"the onnxruntime wheel has no C library at {path}")
-    return path
+    """The C library the onnxruntime wheel ships beside its Python module, found without importing it."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise OrtApiError("onnxruntime is not installed")
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    found = sorted(capi.glob("libonnxruntime.so.*.*.*"))
+    if len(found) != 1:
+        raise OrtApiError(f"the onnxruntime wheel has {len(found)} C libraries in {capi}, not one")
+    return found[0]
+
+
+def python_module_version() -> str | None:
+    """The onnxruntime Python module's version where this process has imported it, else None."""
+    module = sys.modules.get("onnxruntime")
+    return None if module is None else str(module.__version__)
 
 
 class CApi:
@@ -200,8 +214,12 @@ class CApi:
         lib.OrtGetApiBase.restype = ctypes.POINTER(_ApiBase)
         base = lib.OrtGetApiBase().contents
         self.version = base.GetVersionString().decode()
-        if self.version != ort.__version__:
-            raise OrtApiError(f"{path} is ONNX Runtime {self.version}, the Python module {ort.__version__}")
+        shipped = path.name.removeprefix("libonnxruntime.so.")
+        if self.version != shipped or python_module_version() not in (None, self.version):
+            raise OrtApiError(
+                f"{path} is ONNX Runtime {self.version}, shipped as {shipped}, "
+                f"the Python module {python_module_version()}"
+            )
         table = base.GetApi(ORT_API_VERSION)
         if not table:
             raise OrtApiError(f"ONNX Runtime {self.version} has no C API of version {ORT_API_VERSION}")
@@ -230,7 +248,13 @@ class CApi:
         self.call("GetAvailableProviders", ctypes.byref(names), ctypes.byref(count))
         providers = [names[i].decode() for i in range(count.value)]
         self.call("ReleaseAvailableProviders", names, count)
-        if providers != ort.get_available_providers():
+        # The Python module's list where it is imported; else the shape every build's list has.
+        module = sys.modules.get("onnxruntime")
+        expected = providers if module is None else module.get_available_providers()
+        well_formed = providers[-1:] == ["CPUExecutionProvider"] and all(
+            name.endswith("ExecutionProvider") for name in providers
+        )
+        if providers != expected or not well_formed:
             raise OrtApiError(f"the OrtApi table of {self.version} does not match its header (providers)")
 
     def call(self, name: str, *args: object) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from vitserve.runtime.artifact import (
     ARTIFACT_FILES,
@@ -28,6 +27,8 @@ from vitserve.runtime.ort_capi import CSession, OrtApiError
 from vitserve.runtime.spin import spin_config
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
     from vitserve.runtime.shared_weights import SharedWeights
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,11 @@ class ModelLoadError(RuntimeError):
 
 def gpu_present() -> bool:
     """A cheap check that an NVIDIA device node exists, before asking ORT for CUDA at all."""
-    return CUDA in ort.get_available_providers() and Path("/dev/nvidiactl").exists()
+    if not Path("/dev/nvidiactl").exists():
+        return False
+    import onnxruntime as ort
+
+    return CUDA in ort.get_available_providers()
 
 
 def wants_cuda(device: str) -> bool:
@@ -122,6 +127,9 @@ class OnnxClassifier:
                 raise ModelLoadError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
             self.providers: tuple[str, ...] = (CPU,)
         else:
+            # Imported here: a worker whose sessions all share weights never loads it (runtime/ort_capi.py).
+            import onnxruntime as ort
+
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = options.inter_op_threads
@@ -167,6 +175,8 @@ class OnnxClassifier:
             return self.session.run(INPUT_NAME, pixels, OUTPUT_NAME, run_config)
         options = None
         if run_config:
+            import onnxruntime as ort
+
             options = ort.RunOptions()
             for key, value in run_config.items():
                 options.add_run_config_entry(key, value)

@@ -28,15 +28,21 @@ from vitserve.runtime.batcher import Batcher, BatchObserver, RunBatch, warm_up_s
 from vitserve.runtime.cpus import cpu_budget
 from vitserve.runtime.memory import MIB, release_free_heap, resident_mib
 from vitserve.runtime.predictions import softmax
-from vitserve.runtime.session import ModelLoadError, OnnxClassifier, SessionOptions, wants_cuda
+from vitserve.runtime.session import (
+    ModelLoadError,
+    OnnxClassifier,
+    SessionOptions,
+    choose_artifact,
+    wants_cuda,
+)
 from vitserve.runtime.shared_weights import SharedWeights
 from vitserve.service.model.gil import CHEAP_MODEL_MS
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Sharing the weights loads ONNX Runtime's C library and onnx into the worker (about 32 MiB resident,
-# docs/latency.md): a smaller artifact's second packed copy costs less than that, and keeps it.
+# Sharing costs the onnx package in the worker and, on a small model, speed at one client
+# (docs/latency.md): a smaller artifact keeps a copy per session.
 SHARE_WEIGHTS_MIN_MIB = 64.0
 
 
@@ -110,24 +116,24 @@ class LocalModel:
 
     def _load_alone(self, cpus: int) -> None:
         """The session with every CPU beside the runners' one; a large model's two share its weights."""
-        path, threads = self.classifier.path, self.classifier.intra_op_threads
-        if not self.settings.share_weights or path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
-            self.alone = self._load(cpus)
-            return
-        # Both loaded again, on one copy of the weights: the probe's own copy goes first.
-        del self.classifier
-        release_free_heap()
-        try:
-            self.weights = SharedWeights(path)
-        except (OSError, ModelLoadError) as exc:  # e.g. no room in TMPDIR for the raw weights' file
-            log.warning("the batch runners' and the alone session each hold the weights: %s", exc)
-            self.classifier, self.alone = self._load(threads), self._load(cpus)
-            return
-        self.classifier = self._load(threads, self.weights)
-        # Packed now: the raw pages come back from the file as the next session packs, not all at once.
-        self.weights.drop_resident_raw()
-        release_free_heap()
+        if self.weights is not None:
+            # The runners' session has packed them: the raw pages come back from the file as this one
+            # packs, not all at once.
+            self.weights.drop_resident_raw()
+            release_free_heap()
         self.alone = self._load(cpus, self.weights)
+
+    def _shared_weights(self) -> SharedWeights | None:
+        """A large CPU artifact's weights in one copy that every session of it reads, from the probe
+        on: none of its sessions is then built through ONNX Runtime's Python module."""
+        path = choose_artifact(self.settings.model_dir, self.settings.precision, use_cuda=False)
+        if not self.settings.share_weights or path.stat().st_size / MIB < SHARE_WEIGHTS_MIN_MIB:
+            return None
+        try:
+            return SharedWeights(path)
+        except (OSError, ModelLoadError) as exc:  # e.g. no room in TMPDIR for the raw weights' file
+            log.warning("each session of %s holds its own copy of the weights: %s", path.name, exc)
+            return None
 
     def _choose_runners(self, cpus: int) -> tuple[OnnxClassifier, int, float | None]:
         """The session, its batch runners and (if the probe was that session) its batch of one in
@@ -136,13 +142,14 @@ class LocalModel:
         per_run = self.settings.intra_op_threads or 1
         if wants_cuda(self.settings.device) or cpus // per_run < 2:
             return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1, None
-        probe = self._load(per_run)
+        self.weights = self._shared_weights()
+        probe = self._load(per_run, self.weights)
         self.probe_ms = time_batch_of_one(probe)
         runners = runners_for(self.probe_ms, cpus, per_run, self.costly_ms)
         if runners > 1 or self.settings.intra_op_threads:
             return probe, runners, self.probe_ms
         del probe  # one runner, which gets every CPU: loaded again with them
-        return self._load(self.settings.intra_op_pool_size(cpus, 1)), 1, None
+        return self._load(self.settings.intra_op_pool_size(cpus, 1), self.weights), 1, None
 
     async def infer(self, pixels: np.ndarray) -> np.ndarray:
         return await self.batcher.infer(pixels)
