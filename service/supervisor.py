@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Could not bind %s:%d: %s", args.host, args.port, exc)
         return 1
     env = dict(os.environ)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(Path(env["BENTOML_HOME"])))
+    bentoml_home = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")  # BentoML's own default
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(bentoml_home))
     shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     env["BENTOML_RUNNER_MAP"] = json.dumps({args.service_name: f"http://{shown_host}:{args.port}"})
     command = [sys.executable, "-m", WORKER_MODULE, args.service, "--fd", str(sock.fileno())]
