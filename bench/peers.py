@@ -220,7 +220,7 @@ def raw_image(data: bytes, media_type: str) -> Upload:
 
 
 # gRPC calls in flight per connection: one connection carrying 64 calls leaves its server accepting
-# them one at a time (docs/benchmarks.md, "Triton's client").
+# them one at a time (docs/benchmarks.md, "Triton's gRPC client on one connection per 8 calls").
 CALLS_PER_CHANNEL = 8
 
 
