@@ -8,7 +8,9 @@ the listening socket, starts the worker the arbiter would start (BentoML's worke
 arguments), hands SIGTERM and SIGINT on to it and waits for it to drain, and starts a new one if it
 dies after it was ready. A worker that dies before it was ever ready ends the supervisor with its
 status: a bad model or setting would only fail again. Several API workers (and the model server they
-feed) still run under BentoML's arbiter.
+feed) still run under BentoML's arbiter. The worker module's command line is BentoML's, not a public
+API: the worker checks the pinned BentoML release at start-up (service/bento/pinned.py), and the
+tests start it through here.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         sock = listening_socket(args.host, args.port, args.backlog)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not an IP address, as BentoML also requires
         log.error("Could not bind %s:%d: %s", args.host, args.port, exc)
         return 1
     env = dict(os.environ)
