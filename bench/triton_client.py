@@ -100,7 +100,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
             else:
                 tally.status += 1
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     users = [asyncio.ensure_future(user(clients[i % channels])) for i in range(args.concurrency)]
     try:
         await asyncio.wait_for(asyncio.gather(*users), args.duration_s + args.timeout_s)
@@ -110,6 +110,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
         for client in clients:
             await client.close()
     duration_us = 1e6 * min(time.perf_counter() - started, args.duration_s)
+    cpu_us = 1e6 * (time.process_time() - cpu_started)  # every thread's, grpc's own included
     latencies = np.array(tally.latencies_us or [0.0])
     return {
         "requests": len(tally.latencies_us) + tally.status,
@@ -122,6 +123,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
         "p50_us": round(float(np.percentile(latencies, 50))),
         "p99_us": round(float(np.percentile(latencies, 99))),
         "max_us": round(float(latencies.max())),
+        "cpu_us": round(cpu_us),
     }
 
 

@@ -143,7 +143,9 @@ def run_generator(command: list[str], env: dict[str, str], name: str) -> tuple[s
 
 
 def parse_summary(out: str, concurrency: int, cpu_s: float, name: str) -> WrkResult:
-    """The last JSON line a generator printed (LUA's done() format) -> its result."""
+    """The last JSON line a generator printed (LUA's done() format) -> its result. A generator that
+    reports `cpu_us`, its CPU over the measured loop, is billed that instead of `cpu_s`: a Python
+    one's start-up (its imports) would otherwise count as load it put on the machine."""
     line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
     if line is None:
         raise RuntimeError(f"{name} printed no summary:\n{out}")
@@ -157,6 +159,6 @@ def parse_summary(out: str, concurrency: int, cpu_s: float, name: str) -> WrkRes
         p50_ms=s["p50_us"] / 1000,
         p99_ms=s["p99_us"] / 1000,
         max_ms=s["max_us"] / 1000,
-        generator_cpu_s=cpu_s,
+        generator_cpu_s=s["cpu_us"] / 1e6 if "cpu_us" in s else cpu_s,
         socket_errors=s["connect"] + s["read"] + s["write"] + s["timeout"],
     )
