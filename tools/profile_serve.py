@@ -20,10 +20,12 @@ import tempfile
 from pathlib import Path
 
 from vitserve.bench.peers import v2_infer_path
-from vitserve.bench.processes import ServerProcess, free_port, process_tree, running
+from vitserve.bench.processes import ServerProcess, free_port, running
 from vitserve.bench.v2 import GRPC_INFER, grpc_body, run_h2load, served
 from vitserve.bench.workloads import WORKLOADS
 from vitserve.bench.wrk import Upload, run_wrk
+from vitserve.harness.procs import worker_pids
+from vitserve.service.settings import API_SERVICE_NAME
 
 IDLE_LEAVES = ("Runner.run", "_worker (concurrent/futures/thread.py", "Condition.wait")
 
@@ -48,11 +50,7 @@ def record(
         running(ServerProcess(env=env)) as server,
     ):
         assert server.proc is not None
-        (worker,) = [
-            p
-            for p in process_tree(server.proc.pid)
-            if "--service-name vitserve " in " ".join(p.cmdline()) + " "
-        ]
+        (worker_pid,) = worker_pids(server.proc.pid, API_SERVICE_NAME)
         upload = Upload.multipart("image", "image." + w.media_type.split("/")[1], w.image, w.media_type)
         body = Path(tmp) / "grpc.bin"
         body.write_bytes(grpc_body(w.image, v2_infer_path(w.model_dir).split("/")[3]))
@@ -66,7 +64,7 @@ def record(
             return (served(server.url, GRPC_INFER)[0] - before) / duration_s
 
         load(3)  # warm-up
-        command = [spy, "record", "-p", str(worker.pid), "--duration", f"{seconds:g}", "--rate", "200"]
+        command = [spy, "record", "-p", str(worker_pid), "--duration", f"{seconds:g}", "--rate", "200"]
         command += ["--format", "raw", "--threads", "--idle", "-o", str(out)]
         # py-spy unwinds native stacks only with the process paused at each sample.
         command += ["--native"] if native else ["--nonblocking"]

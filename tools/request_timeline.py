@@ -35,9 +35,10 @@ from pathlib import Path
 
 from vitserve.bench import workloads
 from vitserve.bench.peers import NAIVE, VITSERVE, vitserve_variant
-from vitserve.bench.processes import process_tree
 from vitserve.bench.serve import BenchConfig, Server, ServerSpec, check_answers
 from vitserve.bench.wrk import Upload, run_wrk
+from vitserve.harness.procs import worker_pids
+from vitserve.service.settings import API_SERVICE_NAME
 
 RATE_HZ = 1000
 # (step, pattern on a frame "function (file:line)"), tried innermost frame first: the first hit names it.
@@ -80,10 +81,8 @@ def step_of(frames: list[str]) -> str:
 
 def serving_pid(server: Server) -> int:
     """vitserve's API worker (where a request is parsed, decoded and batched), else the server itself."""
-    for proc in process_tree(server.pid):
-        if "--service-name vitserve " in " ".join(proc.cmdline()) + " ":
-            return proc.pid
-    return server.pid
+    workers = worker_pids(server.pid, API_SERVICE_NAME)
+    return workers[0] if workers else server.pid
 
 
 def record(server: Server, upload: Upload, seconds: float, out: Path) -> float:
