@@ -23,6 +23,7 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,10 +201,9 @@ def library_path() -> Path:
     return found[0]
 
 
-def python_module_version() -> str | None:
-    """The onnxruntime Python module's version where this process has imported it, else None."""
-    module = sys.modules.get("onnxruntime")
-    return None if module is None else str(module.__version__)
+def imported_python_module() -> Any:
+    """The onnxruntime Python module where this process has imported it (never imported here), else None."""
+    return sys.modules.get("onnxruntime")
 
 
 class CApi:
@@ -215,10 +215,12 @@ class CApi:
         base = lib.OrtGetApiBase().contents
         self.version = base.GetVersionString().decode()
         shipped = path.name.removeprefix("libonnxruntime.so.")
-        if self.version != shipped or python_module_version() not in (None, self.version):
+        module = imported_python_module()
+        module_version = None if module is None else str(module.__version__)
+        if self.version != shipped or module_version not in (None, self.version):
             raise OrtApiError(
                 f"{path} is ONNX Runtime {self.version}, shipped as {shipped}, "
-                f"the Python module {python_module_version()}"
+                f"the Python module {module_version}"
             )
         table = base.GetApi(ORT_API_VERSION)
         if not table:
@@ -249,7 +251,7 @@ class CApi:
         providers = [names[i].decode() for i in range(count.value)]
         self.call("ReleaseAvailableProviders", names, count)
         # The Python module's list where it is imported; else the shape every build's list has.
-        module = sys.modules.get("onnxruntime")
+        module = imported_python_module()
         expected = providers if module is None else module.get_available_providers()
         well_formed = providers[-1:] == ["CPUExecutionProvider"] and all(
             name.endswith("ExecutionProvider") for name in providers
