@@ -5,7 +5,8 @@
 
 Starts `vitserve serve` on a bench workload (bench/workloads.py), warms it up, records py-spy's raw
 stacks (every thread, idle samples included) for 12 s under `concurrency` wrk connections (or, with
-`--protocol grpc`, h2load's gRPC ModelInfer calls as `vitserve bench v2` sends them), and prints each
+`--protocol grpc`, h2load's gRPC ModelInfer calls as `vitserve bench v2` sends them; with
+`--protocol v2`, wrk's v2 REST infer requests, the image as a binary BYTES tensor), and prints each
 thread's busy share and the event loop's time by package. Needs py-spy (the peers extra).
 """
 
@@ -19,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vitserve.bench.peers import v2_infer_path
+from vitserve.bench.peers import v2_binary, v2_infer_path
 from vitserve.bench.processes import ServerProcess, free_port, running
 from vitserve.bench.v2 import GRPC_INFER, grpc_body, run_h2load, served
 from vitserve.bench.workloads import WORKLOADS
@@ -59,6 +60,9 @@ def record(
             """img/s answered under `concurrency` closed-loop connections of the protocol profiled."""
             if protocol == "classify":
                 return run_wrk(server.url + "/classify", upload, concurrency, duration_s).ok_per_s
+            if protocol == "v2":
+                infer = server.url + v2_infer_path(w.model_dir)
+                return run_wrk(infer, v2_binary(w.image, w.media_type), concurrency, duration_s).ok_per_s
             before, _ = served(server.url, GRPC_INFER)
             run_h2load(f"http://127.0.0.1:{grpc_port}{GRPC_INFER}", body, concurrency, duration_s)
             return (served(server.url, GRPC_INFER)[0] - before) / duration_s
@@ -103,7 +107,7 @@ def main() -> None:
     parser.add_argument("concurrency", type=int)
     parser.add_argument("--out", type=Path, default=Path("stacks.txt"))
     parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--protocol", choices=["classify", "grpc"], default="classify")
+    parser.add_argument("--protocol", choices=["classify", "v2", "grpc"], default="classify")
     parser.add_argument("--native", action="store_true", help="py-spy --native: C frames (grpcio's) too")
     args = parser.parse_args()
     rate = record(args.workload, args.concurrency, args.out, args.seconds, args.protocol, args.native)
