@@ -316,7 +316,8 @@ def register_peers(group: argparse._SubParsersAction) -> None:
         "--tritonclient",
         action="store_true",
         help="instead of the naive server and the peers: vitserve's and PyTriton's v2 REST and gRPC routes "
-        "driven by Triton's own async client (tritonclient), beside vitserve's /classify under wrk",
+        "driven by Triton's own async client (tritonclient), beside vitserve's /classify under wrk "
+        "and aiohttp",
     )
     _add_load_options(parser)
     parser.set_defaults(func=run_peers)
@@ -365,7 +366,9 @@ def run_peers(args: argparse.Namespace) -> int:
     if args.tritonclient:
         print(
             "v2 systems: Triton's async client (tritonclient.http.aio / .grpc.aio), one process of its own, "
-            "one image per request as a BYTES tensor, the top 5 through the classification extension"
+            "one image per request as a BYTES tensor, the top 5 through the classification extension; "
+            "vitserve /classify (aiohttp): the same loop posting the image to /classify, the control for "
+            "a Python client's own CPU"
         )
         systems, missing = tritonclient_systems()
     else:

@@ -17,7 +17,8 @@ way their own documentation shows (max batch 32, a ~5 ms window where the batche
 
 With `--tritonclient` the Open Inference Protocol is driven by Triton's own async client instead
 (bench/triton_client.py: one image as a BYTES tensor, the top 5 through the classification extension)
-on vitserve's v2 REST and gRPC routes and on PyTriton's, beside vitserve's /classify under wrk.
+on vitserve's v2 REST and gRPC routes and on PyTriton's, beside vitserve's /classify under wrk and,
+as the control for the client's own cost, under aiohttp in the same loop.
 
 The peers need `pip install 'vitserve[peers]'`; one that is missing is reported, not skipped.
 """
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from vitserve.bench.serve import BenchConfig, LoadClient, Server, ServerSpec
+from vitserve.bench.serve import CLASSIFY_CONTROL, BenchConfig, LoadClient, Server, ServerSpec
 from vitserve.bench.wrk import Upload, WrkResult
 
 PEER_MODULES = {  # peer -> the module it needs
@@ -225,13 +226,15 @@ CALLS_PER_CHANNEL = 8
 
 
 def triton_client(protocol: str, shape: tuple[int, ...]) -> LoadClient:
-    """Triton's async `protocol` client (http or grpc), sending one image as a BYTES tensor of `shape`."""
+    """Triton's async `protocol` client (http or grpc), sending one image as a BYTES tensor of `shape`;
+    for `classify`, the control: aiohttp posting the upload to /classify."""
 
     def load(server: Server, upload: Upload, concurrency: int, duration_s: float) -> WrkResult:
         from vitserve.bench.triton_client import run_triton_client
 
-        port = server.port if protocol == "http" else server.grpc_port
-        model = server.classify_path.split("/")[3]  # /v2/models/{name}/infer
+        port = server.grpc_port if protocol == "grpc" else server.port
+        # /v2/models/{name}/infer; the control posts to /classify
+        model = server.classify_path.split("/")[3] if protocol != "classify" else ""
         return run_triton_client(
             protocol,
             f"127.0.0.1:{port}",
@@ -241,6 +244,7 @@ def triton_client(protocol: str, shape: tuple[int, ...]) -> LoadClient:
             concurrency,
             duration_s,
             channels=-(-concurrency // CALLS_PER_CHANNEL),
+            content_type=upload.content_type,
         )
 
     return load
@@ -264,6 +268,10 @@ TRITONCLIENT_VITSERVE = [
         grpc_listen=lambda port: ((), {"VITSERVE_GRPC_PORT": str(port)}),
     ),
 ]
+# /classify under a Python client of like cost (aiohttp, the library under tritonclient.http.aio).
+CLASSIFY_AIOHTTP = replace(
+    VITSERVE, name=CLASSIFY_CONTROL, client=triton_client("classify", (1,)), generator="aiohttp"
+)
 TRITONCLIENT_PYTRITON = [
     _through_triton_client(PEERS["pytriton"], "pytriton v2 REST", "http", (1, 1)),
     replace(
@@ -278,8 +286,9 @@ def tritonclient_systems() -> tuple[list[ServerSpec], dict[str, str]]:
     specs, missing = [], {}
     if importlib.util.find_spec("tritonclient") is None:
         why = "not installed (tritonclient is missing: pip install 'tritonclient[http,grpc]')"
-        return [], {s.name: why for s in TRITONCLIENT_VITSERVE + TRITONCLIENT_PYTRITON}
-    specs += TRITONCLIENT_VITSERVE
+        systems = [CLASSIFY_AIOHTTP, *TRITONCLIENT_VITSERVE, *TRITONCLIENT_PYTRITON]
+        return [], {s.name: why for s in systems}
+    specs += [CLASSIFY_AIOHTTP, *TRITONCLIENT_VITSERVE]
     pytriton, unavailable = available(["pytriton"])
     if pytriton:
         specs += TRITONCLIENT_PYTRITON

@@ -16,6 +16,7 @@ bench/peers.py where asked for (`vitserve bench peers`).
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 import time
@@ -114,7 +115,7 @@ class Server(ServerProcess):
             lambda port: [*spec.command(model_dir, port, config), *argv],
             env={**spec.env(model_dir, config), **env},
             ready_path=spec.ready_path,
-            name=f"bench-{spec.name.replace(' ', '-')}",
+            name="bench-" + re.sub(r"[^A-Za-z0-9]+", "-", spec.name).strip("-"),  # names a log file
         )
         self.spec = spec
         self.classify_path = spec.classify_path if spec.model_path is None else spec.model_path(model_dir)
@@ -458,11 +459,13 @@ V2_PROTOCOLS = (
     "v2 REST",
     "v2 gRPC",
 )  # `vitserve bench peers --tritonclient` names its systems "SERVER PROTOCOL"
+CLASSIFY_CONTROL = "vitserve /classify"  # and /classify under a Python client, the control
 
 
 def protocol_ratios(classify: dict[int, Point], ok: dict[str, list[SystemRun]]) -> list[str]:
     """Each v2 protocol against vitserve's /classify, and vitserve against PyTriton on each protocol."""
     lines = []
+    control = ok.get(CLASSIFY_CONTROL)
     for protocol in V2_PROTOCOLS:
         if not ok.get(f"vitserve {protocol}"):
             continue
@@ -472,6 +475,13 @@ def protocol_ratios(classify: dict[int, Point], ok: dict[str, list[SystemRun]]) 
             f"c={c} {ours[c].images_per_s / classify[c].images_per_s:.2f}x" for c in classify if c in ours
         )
         lines.append(f"- vitserve {protocol} ({generator}) / vitserve /classify (wrk) img/s: {ratios}")
+        if control:
+            like = {p.concurrency: p for p in median_points(control)}
+            ratios = ", ".join(
+                f"c={c} {ours[c].images_per_s / like[c].images_per_s:.2f}x" for c in like if c in ours
+            )
+            against = f"vitserve /classify ({control[0].generator})"
+            lines.append(f"- vitserve {protocol} ({generator}) / {against} img/s: {ratios}")
         if ok.get(f"pytriton {protocol}"):
             theirs = {p.concurrency: p for p in median_points(ok[f"pytriton {protocol}"])}
             ratios = ", ".join(

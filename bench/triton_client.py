@@ -5,6 +5,11 @@ encoded image as a BYTES tensor, the top 5 asked for through the classification 
 `probabilities` output, every answer checked to hold 5 classes. It runs as a process of its own
 (`python -m vitserve.bench.triton_client ...`, started by `run_triton_client`), so that its CPU is
 read from the kernel apart from the server's, and prints wrk's summary (bench/wrk.py) as one JSON line.
+
+The `classify` protocol is the control: the same loop on aiohttp, the HTTP library under
+tritonclient.http.aio, posting a request body as given to vitserve's /classify and checking its JSON
+answer's top 5. A Python client takes a share of the server's cores that wrk does not; against the
+control, the v2 routes are compared with /classify under a client of like cost.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from vitserve.bench.wrk import WrkResult, parse_summary, run_generator
 
 TOP_K = 5
 OUTPUT = "probabilities"
-PROTOCOLS = ("http", "grpc")
+PROTOCOLS = ("http", "grpc", "classify")
+CLASSIFY_PATH = f"/classify?top_k={TOP_K}"
 
 
 @dataclass
@@ -34,6 +40,25 @@ class Tally:
     latencies_us: list[float] = field(default_factory=list)
     status: int = 0  # answered with an error, or with an answer of the wrong shape
     read: int = 0  # no answer: the connection failed
+
+
+class _Classify:
+    """The control's client: an aiohttp session posting one body to /classify, answering like `infer`."""
+
+    def __init__(self, url: str, body: bytes, content_type: str) -> None:
+        import aiohttp
+
+        self.url, self.body = f"http://{url}{CLASSIFY_PATH}", body
+        self.headers = {"Content-Type": content_type}
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024))
+
+    async def infer(self) -> bool:
+        async with self.session.post(self.url, data=self.body, headers=self.headers) as response:
+            answer = await response.read()
+            return response.status == 200 and len(json.loads(answer)["top_k"]) == TOP_K
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def _client(protocol: str, url: str, own_connection: bool = False) -> Any:
@@ -70,14 +95,27 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
     from tritonclient.utils import InferenceServerException
 
     # aiohttp opens a connection per request in flight; gRPC multiplexes a channel's calls on one.
-    channels = 1 if args.protocol == "http" else max(1, args.channels)
-    clients = [_client(args.protocol, args.url, channels > 1) for _ in range(channels)]
-    inputs, outputs = _request(args.protocol, args.image.read_bytes(), args.shape)
+    channels = 1 if args.protocol != "grpc" else max(1, args.channels)
     lost: tuple[type[Exception], ...] = (OSError,)
-    if args.protocol == "http":
+    if args.protocol != "grpc":
         import aiohttp
 
         lost = (OSError, aiohttp.ClientError)
+    body = args.image.read_bytes()
+    if args.protocol == "classify":
+        clients: list[Any] = [_Classify(args.url, body, args.content_type)]
+
+        async def infer(client: Any) -> bool:
+            return bool(await client.infer())
+
+    else:
+        clients = [_client(args.protocol, args.url, channels > 1) for _ in range(channels)]
+        inputs, outputs = _request(args.protocol, body, args.shape)
+
+        async def infer(client: Any) -> bool:
+            result = await client.infer(args.model, inputs, outputs=outputs)
+            return bool(result.as_numpy(OUTPUT).shape[-1] == TOP_K)
+
     tally = Tally()
     deadline = time.perf_counter() + args.duration_s
 
@@ -85,8 +123,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, int]:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                result = await client.infer(args.model, inputs, outputs=outputs)
-                ok = result.as_numpy(OUTPUT).shape[-1] == TOP_K
+                ok = await infer(client)
             except InferenceServerException:
                 ok = False
             except lost:
@@ -139,9 +176,11 @@ def run_triton_client(
     concurrency: int,
     duration_s: float,
     channels: int = 1,
+    content_type: str = "",
 ) -> WrkResult:
     """`concurrency` closed-loop users of tritonclient's `protocol` client on `url` (host:port), a
-    gRPC client's users spread over `channels` connections."""
+    gRPC client's users spread over `channels` connections; for `classify`, `image` is the request
+    body posted to /classify, of `content_type`."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     with tempfile.TemporaryDirectory(prefix="vitserve-tc-") as tmp:
@@ -150,7 +189,7 @@ def run_triton_client(
         command = [sys.executable, "-m", "vitserve.bench.triton_client", protocol, url, model, str(path)]
         command += ["--shape", *map(str, shape), "--concurrency", str(concurrency)]
         command += ["--duration-s", f"{duration_s:g}"]
-        command += ["--channels", str(channels)]
+        command += ["--channels", str(channels), "--content-type", content_type]
         out, cpu_s = run_generator(command, dict(os.environ), f"tritonclient ({protocol})")
     return parse_summary(out, concurrency, cpu_s, f"tritonclient ({protocol})")
 
@@ -159,12 +198,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("protocol", choices=PROTOCOLS)
     parser.add_argument("url", help="host:port")
-    parser.add_argument("model")
-    parser.add_argument("image", type=Path, help="an encoded image, sent as is")
+    parser.add_argument("model", help="its name (ignored by classify)")
+    parser.add_argument("image", type=Path, help="an encoded image, sent as is (classify: the request body)")
     parser.add_argument("--shape", type=int, nargs="+", default=[1], help="of the BYTES input")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=1.0)
     parser.add_argument("--channels", type=int, default=1, help="gRPC: connections the users share")
+    parser.add_argument("--content-type", default="", help="classify: the request body's")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(closed_loop(args))))
 
