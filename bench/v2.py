@@ -25,7 +25,7 @@ from pathlib import Path
 from vitserve.bench.flood import answer_counts
 from vitserve.bench.h2load import h2load_binary
 from vitserve.bench.peers import multipart, v2_binary, v2_infer_path
-from vitserve.bench.processes import ServerProcess, free_port, running
+from vitserve.bench.processes import ServerProcess, free_port, running, wait_quiet
 from vitserve.bench.wrk import run_wrk
 from vitserve.service.v2.paths import INFER_ROUTE
 
@@ -106,6 +106,9 @@ def run(
                 for protocol in order:
                     route = routes[protocol]
                     load(protocol, c, config.warmup_s)  # connections open, batch shapes seen
+                    # The warm-up's abandoned requests finish before the count starts: on a slow model
+                    # they are a whole batch of the window, counted or not as the route treats them.
+                    wait_quiet(server.pid)
                     ok_before, bad_before = served(server.url, route)
                     load(protocol, c, config.duration_s)
                     ok_after, bad_after = served(server.url, route)
