@@ -408,7 +408,7 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
     lines = ["ratios (medians of this run):", ""]
     if ok.get("naive"):
         nv = {p.concurrency: p for p in median_points(ok["naive"])}
-        ratios = ", ".join(f"c={c} {vs[c].images_per_s / nv[c].images_per_s:.2f}x" for c in vs if c in nv)
+        ratios = img_s_ratios(vs, nv)
         lines.append(f"- vitserve / naive img/s: {ratios}")
         cpu = ", ".join(
             f"c={c} {vs[c].server_cpu_ms_per_image / nv[c].server_cpu_ms_per_image:.2f}x"
@@ -418,7 +418,7 @@ def targets(report: ModelReport, config: BenchConfig, ok: dict[str, list[SystemR
         lines.append(f"- vitserve / naive server CPU per image: {cpu}")
     if ok.get("vitserve-v2"):
         v2 = {p.concurrency: p for p in median_points(ok["vitserve-v2"])}
-        ratios = ", ".join(f"c={c} {v2[c].images_per_s / vs[c].images_per_s:.2f}x" for c in vs if c in v2)
+        ratios = img_s_ratios(v2, vs)
         lines.append(f"- vitserve-v2 (v2 REST, binary BYTES) / vitserve (/classify) img/s: {ratios}")
     peak = max(vs.values(), key=lambda p: p.images_per_s)
     # The bare session's best of batch 1 and the largest batch: on some CPUs a large batch is not faster.
@@ -462,30 +462,29 @@ V2_PROTOCOLS = (
 CLASSIFY_CONTROL = "vitserve /classify"  # and /classify under a Python client, the control
 
 
+def img_s_ratios(top: dict[int, Point], bottom: dict[int, Point]) -> str:
+    """`c=C R.RRx` of top's img/s over bottom's, at each concurrency both measured."""
+    return ", ".join(f"c={c} {top[c].images_per_s / bottom[c].images_per_s:.2f}x" for c in top if c in bottom)
+
+
 def protocol_ratios(classify: dict[int, Point], ok: dict[str, list[SystemRun]]) -> list[str]:
-    """Each v2 protocol against vitserve's /classify, and vitserve against PyTriton on each protocol."""
+    """Each v2 protocol against vitserve's /classify (under wrk, and under the control's client where it
+    ran), and vitserve against PyTriton on each protocol."""
     lines = []
     control = ok.get(CLASSIFY_CONTROL)
+    like = {p.concurrency: p for p in median_points(control)} if control else {}
     for protocol in V2_PROTOCOLS:
         if not ok.get(f"vitserve {protocol}"):
             continue
         ours = {p.concurrency: p for p in median_points(ok[f"vitserve {protocol}"])}
         generator = ok[f"vitserve {protocol}"][0].generator
-        ratios = ", ".join(
-            f"c={c} {ours[c].images_per_s / classify[c].images_per_s:.2f}x" for c in classify if c in ours
-        )
+        ratios = img_s_ratios(ours, classify)
         lines.append(f"- vitserve {protocol} ({generator}) / vitserve /classify (wrk) img/s: {ratios}")
         if control:
-            like = {p.concurrency: p for p in median_points(control)}
-            ratios = ", ".join(
-                f"c={c} {ours[c].images_per_s / like[c].images_per_s:.2f}x" for c in like if c in ours
-            )
             against = f"vitserve /classify ({control[0].generator})"
-            lines.append(f"- vitserve {protocol} ({generator}) / {against} img/s: {ratios}")
+            lines.append(f"- vitserve {protocol} ({generator}) / {against} img/s: {img_s_ratios(ours, like)}")
         if ok.get(f"pytriton {protocol}"):
             theirs = {p.concurrency: p for p in median_points(ok[f"pytriton {protocol}"])}
-            ratios = ", ".join(
-                f"c={c} {ours[c].images_per_s / theirs[c].images_per_s:.2f}x" for c in ours if c in theirs
-            )
+            ratios = img_s_ratios(ours, theirs)
             lines.append(f"- vitserve / pytriton, {protocol} ({generator}) img/s: {ratios}")
     return lines

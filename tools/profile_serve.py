@@ -53,16 +53,17 @@ def record(
         assert server.proc is not None
         (worker_pid,) = worker_pids(server.proc.pid, API_SERVICE_NAME)
         upload = Upload.multipart("image", "image." + w.media_type.split("/")[1], w.image, w.media_type)
+        infer_path = v2_infer_path(w.model_dir)
+        v2_upload = v2_binary(w.image, w.media_type)
         body = Path(tmp) / "grpc.bin"
-        body.write_bytes(grpc_body(w.image, v2_infer_path(w.model_dir).split("/")[3]))
+        body.write_bytes(grpc_body(w.image, infer_path.split("/")[3]))
 
         def load(duration_s: float) -> float:
             """img/s answered under `concurrency` closed-loop connections of the protocol profiled."""
             if protocol == "classify":
                 return run_wrk(server.url + "/classify", upload, concurrency, duration_s).ok_per_s
             if protocol == "v2":
-                infer = server.url + v2_infer_path(w.model_dir)
-                return run_wrk(infer, v2_binary(w.image, w.media_type), concurrency, duration_s).ok_per_s
+                return run_wrk(server.url + infer_path, v2_upload, concurrency, duration_s).ok_per_s
             before, _ = served(server.url, GRPC_INFER)
             run_h2load(f"http://127.0.0.1:{grpc_port}{GRPC_INFER}", body, concurrency, duration_s)
             return (served(server.url, GRPC_INFER)[0] - before) / duration_s
